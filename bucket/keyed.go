@@ -1,0 +1,234 @@
+package bucket
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// shardCount is a power of two so a shard is picked with a mask. 64 shards keep contention low
+// for hundreds of goroutines on many keys while costing little memory when the store is small.
+const shardCount = 64
+
+// Keyed is a store of buckets keyed by string, all under one Limit: the embedded (single-process)
+// limiter and the per-limit state of the replicated FSM. It is safe for concurrent use; keys are
+// spread over sharded locks so takes on different keys proceed in parallel.
+//
+// A key that has no bucket behaves as a full bucket, so buckets that have refilled to full are
+// dropped by Evict (driven by the caller's clock, hence deterministic) or by the optional
+// background sweeper; dropping one changes no answer.
+type Keyed struct {
+	shards [shardCount]shard
+	skew   int64
+	limit  atomic.Pointer[Limit] // the newest limit, for Limit(); each shard holds its own copy
+	setMu  sync.Mutex            // serialises SetLimit calls
+}
+
+type shard struct {
+	mu    sync.Mutex
+	limit Limit
+	m     map[string]Bucket
+	_     [40]byte // keep shards on separate cache lines
+}
+
+// Option configures a Keyed store.
+type Option func(*Keyed)
+
+// WithSkew sets the clock-skew tolerance (default DefaultSkew): a time up to d behind a bucket's
+// last refill counts as no time passed; further behind is a clock reset and re-anchors the bucket.
+func WithSkew(d time.Duration) Option {
+	return func(k *Keyed) {
+		if d >= 0 {
+			k.skew = int64(d)
+		}
+	}
+}
+
+// NewKeyed returns an empty store whose buckets follow limit l.
+func NewKeyed(l Limit, opts ...Option) *Keyed {
+	k := &Keyed{skew: int64(DefaultSkew)}
+	for _, o := range opts {
+		o(k)
+	}
+	for i := range k.shards {
+		k.shards[i].limit = l
+		k.shards[i].m = make(map[string]Bucket)
+	}
+	k.limit.Store(&l)
+	return k
+}
+
+// fnv32a hashes a key to pick its shard. It is deterministic across processes (unlike maphash),
+// so the shard a key lives in, and therefore eviction order, is the same on every replica.
+func fnv32a(s string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(s); i++ {
+		h ^= uint32(s[i])
+		h *= 16777619
+	}
+	return h
+}
+
+func (k *Keyed) shardOf(key string) *shard { return &k.shards[fnv32a(key)&(shardCount-1)] }
+
+// Limit returns the store's current limit.
+func (k *Keyed) Limit() Limit { return *k.limit.Load() }
+
+// Skew returns the clock-skew tolerance.
+func (k *Keyed) Skew() time.Duration { return time.Duration(k.skew) }
+
+// Take consumes cost tokens from key's bucket at time now (nanoseconds), all or nothing.
+// Errors wrap ErrInvalidCost or ErrCostExceedsBurst; nothing is consumed then.
+func (k *Keyed) Take(key string, now, cost int64) (Result, error) {
+	s := k.shardOf(key)
+	s.mu.Lock()
+	l := &s.limit
+	if err := l.checkCost(cost); err != nil {
+		s.mu.Unlock()
+		return Result{Limit: l.burst, RetryAfter: Never}, err
+	}
+	b, ok := s.m[key]
+	if !ok {
+		b = NewBucket(l, now)
+	}
+	res, _ := b.Take(l, now, cost, time.Duration(k.skew))
+	if res.Allowed || ok {
+		s.m[key] = b // a denied take on an absent (full) bucket cannot happen, but stay exact
+	}
+	s.mu.Unlock()
+	return res, nil
+}
+
+// Peek reports what a take of cost would decide at now, changing nothing.
+func (k *Keyed) Peek(key string, now, cost int64) (Result, error) {
+	s := k.shardOf(key)
+	s.mu.Lock()
+	l := &s.limit
+	b, ok := s.m[key]
+	if !ok {
+		b = NewBucket(l, now)
+	}
+	res, err := b.Peek(l, now, cost, time.Duration(k.skew))
+	s.mu.Unlock()
+	return res, err
+}
+
+// SetLimit changes the limit live. Each bucket is refilled at the old rate up to now and then
+// rescaled to the same fraction of the new capacity. Shards switch one at a time under their
+// locks, so a concurrent take sees its bucket entirely before or entirely after the change and
+// never fails because of it.
+func (k *Keyed) SetLimit(l Limit, now int64) {
+	k.setMu.Lock()
+	defer k.setMu.Unlock()
+	for i := range k.shards {
+		s := &k.shards[i]
+		s.mu.Lock()
+		old := s.limit
+		for key, b := range s.m {
+			b.Rescale(&old, &l, now, time.Duration(k.skew))
+			s.m[key] = b
+		}
+		s.limit = l
+		s.mu.Unlock()
+	}
+	k.limit.Store(&l)
+}
+
+// Evict drops every bucket that is full at now and returns how many it dropped.
+func (k *Keyed) Evict(now int64) int {
+	n := 0
+	for i := range k.shards {
+		n += k.EvictShard(i, now)
+	}
+	return n
+}
+
+// EvictShard drops the full buckets of one shard (0 <= i < Shards()), so a caller can spread
+// eviction work over time. An out-of-range i evicts nothing.
+func (k *Keyed) EvictShard(i int, now int64) int {
+	if i < 0 || i >= shardCount {
+		return 0
+	}
+	s := &k.shards[i]
+	s.mu.Lock()
+	n := 0
+	for key, b := range s.m {
+		if b.Full(&s.limit, now) {
+			delete(s.m, key)
+			n++
+		}
+	}
+	s.mu.Unlock()
+	return n
+}
+
+// Shards is the number of shards, for EvictShard.
+func (k *Keyed) Shards() int { return shardCount }
+
+// Len returns the number of buckets held (keys not known to be full).
+func (k *Keyed) Len() int {
+	n := 0
+	for i := range k.shards {
+		s := &k.shards[i]
+		s.mu.Lock()
+		n += len(s.m)
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// Get returns key's bucket and whether the store holds one.
+func (k *Keyed) Get(key string) (Bucket, bool) {
+	s := k.shardOf(key)
+	s.mu.Lock()
+	b, ok := s.m[key]
+	s.mu.Unlock()
+	return b, ok
+}
+
+// Put stores a bucket for key (used to restore a snapshot).
+func (k *Keyed) Put(key string, b Bucket) {
+	s := k.shardOf(key)
+	s.mu.Lock()
+	s.m[key] = b
+	s.mu.Unlock()
+}
+
+// Range calls fn for each bucket, shard by shard, holding that shard's lock; fn must not call
+// back into the store. Iteration order is unspecified; sort if you need determinism.
+func (k *Keyed) Range(fn func(key string, b Bucket)) {
+	for i := range k.shards {
+		s := &k.shards[i]
+		s.mu.Lock()
+		for key, b := range s.m {
+			fn(key, b)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// StartSweeper evicts full buckets every interval in the background, reading the time from
+// clock (nanoseconds). It is meant for the embedded mode; replicated state evicts from the log's
+// clock instead. It returns a function that stops the sweeper and waits for it to exit.
+func (k *Keyed) StartSweeper(interval time.Duration, clock func() int64) (stop func()) {
+	done := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				k.Evict(clock())
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() { close(done) })
+		<-exited
+	}
+}
