@@ -10,6 +10,10 @@ import (
 // for hundreds of goroutines on many keys while costing little memory when the store is small.
 const shardCount = 64
 
+// ShardCount is the number of lock shards in a Keyed store, for callers that spread eviction
+// over time with EvictShard.
+const ShardCount = shardCount
+
 // Keyed is a store of buckets keyed by string, all under one Limit: the embedded (single-process)
 // limiter and the per-limit state of the replicated FSM. It is safe for concurrent use; keys are
 // spread over sharded locks so takes on different keys proceed in parallel.
@@ -143,7 +147,7 @@ func (k *Keyed) Evict(now int64) int {
 	return n
 }
 
-// EvictShard drops the full buckets of one shard (0 <= i < Shards()), so a caller can spread
+// EvictShard drops the full buckets of one shard (0 <= i < ShardCount), so a caller can spread
 // eviction work over time. An out-of-range i evicts nothing.
 func (k *Keyed) EvictShard(i int, now int64) int {
 	if i < 0 || i >= shardCount {
@@ -161,9 +165,6 @@ func (k *Keyed) EvictShard(i int, now int64) int {
 	s.mu.Unlock()
 	return n
 }
-
-// Shards is the number of shards, for EvictShard.
-func (k *Keyed) Shards() int { return shardCount }
 
 // Len returns the number of buckets held (keys not known to be full).
 func (k *Keyed) Len() int {

@@ -1,0 +1,241 @@
+package fsm
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"time"
+)
+
+// FormatVersion is the version byte that starts every log entry this package writes. A reader
+// refuses entries of any other version rather than guessing: skipping an entry would make
+// replicas diverge.
+const FormatVersion byte = 1
+
+// Kind is a command's type tag in the log envelope. Values are never reused.
+type Kind byte
+
+// Command kinds.
+const (
+	KindTakeBatch   Kind = 1 // one or more take requests, each with its own request ID
+	KindSetLimit    Kind = 2 // create a limit or change it live
+	KindDeleteLimit Kind = 3 // drop a limit and its buckets
+	KindSetMember   Kind = 4 // record (or, with an empty address, forget) a member's API address
+	KindTick        Kind = 5 // advances the clock only (e.g. a new leader's first entry)
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindTakeBatch:
+		return "take-batch"
+	case KindSetLimit:
+		return "set-limit"
+	case KindDeleteLimit:
+		return "delete-limit"
+	case KindSetMember:
+		return "set-member"
+	case KindTick:
+		return "tick"
+	}
+	return fmt.Sprintf("kind(%d)", byte(k))
+}
+
+// Bounds on names and keys, checked when encoding and again, deterministically, when applying.
+const (
+	MaxNameLen      = 128
+	MaxKeyLen       = 256
+	MaxRequestIDLen = 64
+	MaxItems        = 1000 // items in one take request
+)
+
+// Item is one take: cost tokens from key's bucket under the named limit.
+type Item struct {
+	Limit string
+	Key   string
+	Cost  int64
+}
+
+// Take is one client request: its items are decided together and recorded under RequestID.
+type Take struct {
+	RequestID string
+	Items     []Item
+}
+
+// LimitSpec is the content of a set-limit command.
+type LimitSpec struct {
+	Name   string
+	Rate   int64
+	Period time.Duration
+	Burst  int64
+}
+
+// Command is one decoded log entry. Stamp is the leader's clock (Unix nanoseconds) when it
+// proposed the entry; it is the only source of time for the state machine.
+type Command struct {
+	Kind    Kind
+	Stamp   int64
+	Takes   []Take    // KindTakeBatch
+	Limit   LimitSpec // KindSetLimit; KindDeleteLimit uses Limit.Name
+	Member  string    // KindSetMember: node ID
+	APIAddr string    // KindSetMember: gRPC address, empty to forget the member
+}
+
+// Encode appends the versioned envelope of c to dst and returns it.
+func (c *Command) Encode(dst []byte) []byte {
+	dst = append(dst, FormatVersion, byte(c.Kind))
+	dst = binary.AppendVarint(dst, c.Stamp)
+	switch c.Kind {
+	case KindTakeBatch:
+		dst = binary.AppendUvarint(dst, uint64(len(c.Takes)))
+		for i := range c.Takes {
+			t := &c.Takes[i]
+			dst = appendString(dst, t.RequestID)
+			dst = binary.AppendUvarint(dst, uint64(len(t.Items)))
+			for _, it := range t.Items {
+				dst = appendString(dst, it.Limit)
+				dst = appendString(dst, it.Key)
+				dst = binary.AppendVarint(dst, it.Cost)
+			}
+		}
+	case KindSetLimit:
+		dst = appendString(dst, c.Limit.Name)
+		dst = binary.AppendVarint(dst, c.Limit.Rate)
+		dst = binary.AppendVarint(dst, int64(c.Limit.Period))
+		dst = binary.AppendVarint(dst, c.Limit.Burst)
+	case KindDeleteLimit:
+		dst = appendString(dst, c.Limit.Name)
+	case KindSetMember:
+		dst = appendString(dst, c.Member)
+		dst = appendString(dst, c.APIAddr)
+	}
+	return dst
+}
+
+// Decode parses one log entry. It never panics; any malformed input returns an error wrapping
+// ErrCorruptEntry.
+func Decode(b []byte) (Command, error) {
+	var c Command
+	if len(b) < 2 {
+		return c, fmt.Errorf("%w: %d bytes is shorter than the envelope", ErrCorruptEntry, len(b))
+	}
+	if b[0] != FormatVersion {
+		return c, fmt.Errorf("%w: format version %d, this binary reads %d", ErrCorruptEntry, b[0], FormatVersion)
+	}
+	c.Kind = Kind(b[1])
+	r := reader{b: b[2:]}
+	c.Stamp = r.varint()
+	switch c.Kind {
+	case KindTakeBatch:
+		n := r.count(4) // a take is at least 4 bytes: id length, item count, one minimal item
+		c.Takes = make([]Take, 0, n)
+		for i := 0; i < n && r.err == nil; i++ {
+			var t Take
+			t.RequestID = r.str()
+			m := r.count(3)
+			t.Items = make([]Item, 0, m)
+			for j := 0; j < m && r.err == nil; j++ {
+				t.Items = append(t.Items, Item{Limit: r.str(), Key: r.str(), Cost: r.varint()})
+			}
+			c.Takes = append(c.Takes, t)
+		}
+	case KindSetLimit:
+		c.Limit.Name = r.str()
+		c.Limit.Rate = r.varint()
+		c.Limit.Period = time.Duration(r.varint())
+		c.Limit.Burst = r.varint()
+	case KindDeleteLimit:
+		c.Limit.Name = r.str()
+	case KindSetMember:
+		c.Member = r.str()
+		c.APIAddr = r.str()
+	case KindTick:
+	default:
+		return c, fmt.Errorf("%w: unknown command kind %d", ErrCorruptEntry, b[1])
+	}
+	if r.err == nil && len(r.b) != 0 {
+		r.err = fmt.Errorf("%d trailing bytes", len(r.b))
+	}
+	if r.err != nil {
+		return Command{}, fmt.Errorf("%w: %s: %v", ErrCorruptEntry, c.Kind, r.err)
+	}
+	return c, nil
+}
+
+// fingerprint identifies a take's content, so a request ID reused for a different request is
+// refused instead of answered with another request's decision.
+func (t *Take) fingerprint() uint64 {
+	h := fnv.New64a()
+	var buf [binary.MaxVarintLen64]byte
+	for _, it := range t.Items {
+		h.Write(binary.AppendUvarint(buf[:0], uint64(len(it.Limit))))
+		io.WriteString(h, it.Limit)
+		h.Write(binary.AppendUvarint(buf[:0], uint64(len(it.Key))))
+		io.WriteString(h, it.Key)
+		h.Write(binary.AppendVarint(buf[:0], it.Cost))
+	}
+	return h.Sum64()
+}
+
+// appendString writes a length-prefixed string. Used by both the log and snapshot encodings.
+func appendString(dst []byte, s string) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(s)))
+	return append(dst, s...)
+}
+
+// reader decodes varints and strings from a byte slice, keeping the first error.
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) varint() int64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.err = fmt.Errorf("bad varint")
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) uvarint() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.err = fmt.Errorf("bad uvarint")
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+// count reads an element count and checks it against the bytes left (each element needs at
+// least min bytes), so a corrupt count cannot make us allocate gigabytes.
+func (r *reader) count(min int) int {
+	n := r.uvarint()
+	if r.err == nil && n > uint64(len(r.b)/min) {
+		r.err = fmt.Errorf("count %d exceeds the %d bytes left", n, len(r.b))
+		return 0
+	}
+	return int(n)
+}
+
+func (r *reader) str() string {
+	n := r.uvarint()
+	if r.err != nil {
+		return ""
+	}
+	if n > uint64(len(r.b)) {
+		r.err = fmt.Errorf("string of %d bytes exceeds the %d left", n, len(r.b))
+		return ""
+	}
+	s := string(r.b[:n])
+	r.b = r.b[n:]
+	return s
+}

@@ -1,0 +1,65 @@
+package fsm
+
+import (
+	"github.com/limiterd/limiter/bucket"
+)
+
+// outcome is the recorded answer to one take request.
+type outcome struct {
+	fp      uint64 // fingerprint of the request's content
+	expires int64  // FSM time after which the record may be dropped
+	results []bucket.Result
+	err     *recordedError
+}
+
+// dedupTable is the exactly-once table: request ID -> recorded outcome. Records expire by FSM
+// time (window) and the table never holds more than max records, dropping the oldest first.
+// Both rules depend only on the log, so every replica drops the same records at the same entry.
+type dedupTable struct {
+	window int64
+	max    int
+	byID   map[string]*outcome
+	order  []string // insertion (log) order; a ring would do, but a sliding slice is simpler
+	head   int      // order[head:] are live
+}
+
+func newDedupTable(window int64, max int) *dedupTable {
+	return &dedupTable{window: window, max: max, byID: make(map[string]*outcome)}
+}
+
+func (d *dedupTable) get(id string) *outcome { return d.byID[id] }
+
+func (d *dedupTable) put(id string, o *outcome) {
+	d.byID[id] = o
+	d.order = append(d.order, id)
+}
+
+// expire drops records whose time has passed, and the oldest records beyond max.
+func (d *dedupTable) expire(now int64) {
+	for d.head < len(d.order) {
+		id := d.order[d.head]
+		o := d.byID[id]
+		if o != nil && o.expires > now && len(d.byID) <= d.max {
+			break
+		}
+		delete(d.byID, id)
+		d.order[d.head] = ""
+		d.head++
+	}
+	// Compact once the dead prefix dominates, so the slice does not grow without bound.
+	if d.head > 1024 && d.head*2 > len(d.order) {
+		n := copy(d.order, d.order[d.head:])
+		clear(d.order[n:])
+		d.order = d.order[:n]
+		d.head = 0
+	}
+}
+
+func (d *dedupTable) len() int { return len(d.byID) }
+
+// each visits live records in log order.
+func (d *dedupTable) each(fn func(id string, o *outcome)) {
+	for _, id := range d.order[d.head:] {
+		fn(id, d.byID[id])
+	}
+}

@@ -1,0 +1,401 @@
+// Package fsm is the replicated state machine of the limiter: named limits, their buckets, the
+// exactly-once table and the clock, changed only by applying log entries.
+//
+// It knows nothing of Raft's network or of wall clocks: node/ feeds it committed entries and
+// snapshot streams. The same sequence of entries gives the same state and the same results on
+// every machine (see DESIGN.md in this folder).
+package fsm
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/limiterd/limiter/bucket"
+)
+
+// Config holds the state machine's parameters. They shape replicated state, so every member of
+// a cluster must use the same values (the defaults unless you have a reason).
+type Config struct {
+	// Skew: a stamp behind the clock by more than this is counted as a clock reset (for
+	// operators); either way the clock does not move backward.
+	Skew time.Duration
+	// DedupWindow is how long, in log time, a request ID's outcome is remembered.
+	DedupWindow time.Duration
+	// DedupMax bounds the exactly-once table; the oldest records are dropped first beyond it.
+	DedupMax int
+	// SweepInterval is how long, in log time, a full pass of idle-bucket eviction takes.
+	SweepInterval time.Duration
+}
+
+// DefaultConfig returns the parameters every cluster should use.
+func DefaultConfig() Config {
+	return Config{
+		Skew:          bucket.DefaultSkew,
+		DedupWindow:   2 * time.Minute,
+		DedupMax:      2_000_000,
+		SweepInterval: 10 * time.Second,
+	}
+}
+
+// Validate checks the constraints between fields.
+func (c Config) Validate() error {
+	switch {
+	case c.Skew < 0:
+		return fmt.Errorf("fsm config: Skew %v must not be negative", c.Skew)
+	case c.DedupWindow <= 0:
+		return fmt.Errorf("fsm config: DedupWindow %v must be positive", c.DedupWindow)
+	case c.DedupMax <= 0:
+		return fmt.Errorf("fsm config: DedupMax %d must be positive", c.DedupMax)
+	case c.SweepInterval <= 0:
+		return fmt.Errorf("fsm config: SweepInterval %v must be positive", c.SweepInterval)
+	}
+	return nil
+}
+
+// limitState is one named limit and its buckets.
+type limitState struct {
+	name  string
+	limit bucket.Limit
+	keyed *bucket.Keyed
+}
+
+// FSM is the limiter state machine. Apply, Snapshot and Restore are called by one goroutine (the
+// node's apply loop); the read methods (Peek, Limits, ...) may be called concurrently with them.
+type FSM struct {
+	cfg Config
+
+	mu        sync.RWMutex // guards everything below against concurrent readers
+	clock     int64        // log time, Unix nanoseconds; never moves backward
+	limits    map[string]*limitState
+	members   map[string]string // node ID -> API address
+	dedup     *dedupTable
+	cursor    int   // next bucket shard to sweep
+	nextSweep int64 // log time of the next sweep step
+
+	applied     atomic.Uint64 // index of the last applied entry
+	halted      atomic.Pointer[error]
+	clockResets atomic.Uint64 // stamps further behind the clock than Skew (not replicated state)
+	takes       atomic.Uint64 // take requests applied (not replicated state; for metrics)
+}
+
+// New returns an empty state machine.
+func New(cfg Config) (*FSM, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	f := &FSM{cfg: cfg}
+	f.reset()
+	return f, nil
+}
+
+func (f *FSM) reset() {
+	f.clock = 0
+	f.limits = make(map[string]*limitState)
+	f.members = make(map[string]string)
+	f.dedup = newDedupTable(int64(f.cfg.DedupWindow), f.cfg.DedupMax)
+	f.cursor = 0
+	f.nextSweep = 0
+}
+
+// TakeOutcome is the answer to one take request.
+type TakeOutcome struct {
+	// Results has one decision per item, in order; empty when Err is set.
+	Results []bucket.Result
+	// Replayed is true when this is the recorded answer to an earlier copy of the request.
+	Replayed bool
+	// Err is set when the request was refused as a whole (unknown limit, bad cost, ...); nothing
+	// was consumed.
+	Err error
+}
+
+// Response is what Apply returns for one entry.
+type Response struct {
+	Takes []TakeOutcome // KindTakeBatch: one per take, in order
+	Limit *LimitInfo    // KindSetLimit
+	Err   error         // the whole command failed (bad limit, unknown limit, corrupt entry)
+}
+
+// LimitInfo describes a limit.
+type LimitInfo struct {
+	Name    string
+	Rate    int64
+	Period  time.Duration
+	Burst   int64
+	Buckets int // buckets held (keys not known to be full)
+}
+
+// Apply applies one committed entry at the given log index and returns its response.
+// A corrupt entry halts the state machine: this and every later Apply returns ErrHalted and
+// changes nothing, because skipping the entry would make replicas diverge.
+func (f *FSM) Apply(index uint64, data []byte) *Response {
+	if h := f.halted.Load(); h != nil {
+		return &Response{Err: fmt.Errorf("%w: %w", ErrHalted, *h)}
+	}
+	cmd, err := Decode(data)
+	if err != nil {
+		err = fmt.Errorf("entry %d: %w", index, err)
+		f.halted.Store(&err)
+		return &Response{Err: err}
+	}
+	f.mu.Lock()
+	resp := f.apply(&cmd)
+	f.mu.Unlock()
+	f.applied.Store(index)
+	return resp
+}
+
+// Skip records that the entry at index carried no command for this state machine (a Raft
+// configuration change or no-op), so AppliedIndex keeps up with the log.
+func (f *FSM) Skip(index uint64) { f.applied.Store(index) }
+
+func (f *FSM) apply(cmd *Command) *Response {
+	f.advance(cmd.Stamp)
+	var resp Response
+	switch cmd.Kind {
+	case KindTakeBatch:
+		resp.Takes = make([]TakeOutcome, len(cmd.Takes))
+		for i := range cmd.Takes {
+			resp.Takes[i] = f.applyTake(&cmd.Takes[i])
+		}
+	case KindSetLimit:
+		resp.Limit, resp.Err = f.setLimit(cmd.Limit)
+	case KindDeleteLimit:
+		if _, ok := f.limits[cmd.Limit.Name]; !ok {
+			resp.Err = fmt.Errorf("%w: %q", ErrUnknownLimit, cmd.Limit.Name)
+		}
+		delete(f.limits, cmd.Limit.Name)
+	case KindSetMember:
+		if cmd.APIAddr == "" {
+			delete(f.members, cmd.Member)
+		} else {
+			f.members[cmd.Member] = cmd.APIAddr
+		}
+	case KindTick:
+	}
+	f.dedup.expire(f.clock)
+	f.sweep()
+	return &resp
+}
+
+// advance moves the log clock to the entry's stamp; the clock never moves backward, so a stamp
+// behind it means no time passed and no token can be granted twice.
+func (f *FSM) advance(stamp int64) {
+	if stamp >= f.clock {
+		f.clock = stamp
+		return
+	}
+	if f.clock-stamp > int64(f.cfg.Skew) {
+		f.clockResets.Add(1)
+	}
+}
+
+// sweep evicts full buckets one shard at a time, paced by log time, so the cost is spread
+// thinly and the schedule is the same on every replica.
+func (f *FSM) sweep() {
+	if f.clock < f.nextSweep || len(f.limits) == 0 {
+		return
+	}
+	for _, ls := range f.limits {
+		ls.keyed.EvictShard(f.cursor, f.clock)
+	}
+	f.cursor = (f.cursor + 1) % bucket.ShardCount
+	f.nextSweep = f.clock + int64(f.cfg.SweepInterval)/bucket.ShardCount
+}
+
+func (f *FSM) applyTake(t *Take) TakeOutcome {
+	f.takes.Add(1)
+	fp := t.fingerprint()
+	if t.RequestID != "" {
+		if o := f.dedup.get(t.RequestID); o != nil {
+			if o.fp != fp {
+				return TakeOutcome{Err: fmt.Errorf("%w: %q", ErrRequestIDReused, t.RequestID)}
+			}
+			out := TakeOutcome{Results: o.results, Replayed: true}
+			if o.err != nil {
+				out.Err = o.err
+			}
+			return out
+		}
+	}
+	results, err := f.decide(t)
+	if t.RequestID != "" {
+		f.dedup.put(t.RequestID, &outcome{fp: fp, expires: f.clock + f.dedup.window, results: results, err: record(err)})
+	}
+	return TakeOutcome{Results: results, Err: err}
+}
+
+// decide validates every item first, so a request is refused as a whole or applied as a whole.
+func (f *FSM) decide(t *Take) ([]bucket.Result, error) {
+	if len(t.RequestID) > MaxRequestIDLen {
+		return nil, invalid("request ID of %d bytes exceeds %d", len(t.RequestID), MaxRequestIDLen)
+	}
+	if len(t.Items) == 0 || len(t.Items) > MaxItems {
+		return nil, invalid("%d items; want 1 to %d", len(t.Items), MaxItems)
+	}
+	states := make([]*limitState, len(t.Items))
+	for i, it := range t.Items {
+		if err := checkKey(it.Key); err != nil {
+			return nil, err
+		}
+		ls, ok := f.limits[it.Limit]
+		if !ok {
+			return nil, fmt.Errorf("%w: %q", ErrUnknownLimit, it.Limit)
+		}
+		if it.Cost <= 0 {
+			return nil, fmt.Errorf("%w: cost %d must be positive", bucket.ErrInvalidCost, it.Cost)
+		}
+		if it.Cost > ls.limit.Burst() {
+			return nil, fmt.Errorf("%w: cost %d, limit %q has burst %d", bucket.ErrCostExceedsBurst, it.Cost, it.Limit, ls.limit.Burst())
+		}
+		states[i] = ls
+	}
+	results := make([]bucket.Result, len(t.Items))
+	for i, it := range t.Items {
+		res, err := states[i].keyed.Take(it.Key, f.clock, it.Cost)
+		if err != nil { // unreachable after validation; fail loudly rather than silently
+			return nil, fmt.Errorf("take %q/%q: %w", it.Limit, it.Key, err)
+		}
+		results[i] = res
+	}
+	return results, nil
+}
+
+func (f *FSM) setLimit(spec LimitSpec) (*LimitInfo, error) {
+	if err := CheckName(spec.Name); err != nil {
+		return nil, err
+	}
+	l, err := bucket.NewLimit(spec.Rate, spec.Period, spec.Burst)
+	if err != nil {
+		return nil, fmt.Errorf("limit %q: %w", spec.Name, err)
+	}
+	ls, ok := f.limits[spec.Name]
+	if !ok {
+		ls = &limitState{name: spec.Name, limit: l, keyed: bucket.NewKeyed(l, bucket.WithSkew(f.cfg.Skew))}
+		f.limits[spec.Name] = ls
+	} else if ls.limit != l {
+		ls.keyed.SetLimit(l, f.clock)
+		ls.limit = l
+	}
+	return ls.info(), nil
+}
+
+func (ls *limitState) info() *LimitInfo {
+	return &LimitInfo{Name: ls.name, Rate: ls.limit.Rate(), Period: ls.limit.Period(), Burst: ls.limit.Burst(), Buckets: ls.keyed.Len()}
+}
+
+// CheckName validates a limit name: 1 to MaxNameLen bytes of letters, digits and ._:/-.
+func CheckName(name string) error {
+	if name == "" || len(name) > MaxNameLen {
+		return invalid("limit name of %d bytes; want 1 to %d", len(name), MaxNameLen)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-' || c == ':' || c == '/') {
+			return invalid("limit name %q has character %q; use letters, digits and . _ - : /", name, c)
+		}
+	}
+	return nil
+}
+
+// checkKey validates a bucket key: 1 to MaxKeyLen bytes, any content.
+func checkKey(key string) error {
+	if key == "" || len(key) > MaxKeyLen {
+		return invalid("key of %d bytes; want 1 to %d", len(key), MaxKeyLen)
+	}
+	return nil
+}
+
+// CheckKey is checkKey for callers outside the package (request validation in server/).
+func CheckKey(key string) error { return checkKey(key) }
+
+// Peek reports what a take of cost from key under limit would decide at time now, changing
+// nothing. now is raised to the log clock if behind it, so a peek never sees time run backward.
+func (f *FSM) Peek(limit, key string, cost int64, now int64) (bucket.Result, error) {
+	if err := checkKey(key); err != nil {
+		return bucket.Result{}, err
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	ls, ok := f.limits[limit]
+	if !ok {
+		return bucket.Result{}, fmt.Errorf("%w: %q", ErrUnknownLimit, limit)
+	}
+	if now < f.clock {
+		now = f.clock
+	}
+	return ls.keyed.Peek(key, now, cost)
+}
+
+// Limit returns the named limit.
+func (f *FSM) Limit(name string) (*LimitInfo, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	ls, ok := f.limits[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownLimit, name)
+	}
+	return ls.info(), nil
+}
+
+// Limits returns every limit, sorted by name.
+func (f *FSM) Limits() []*LimitInfo {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]*LimitInfo, 0, len(f.limits))
+	for _, ls := range f.limits {
+		out = append(out, ls.info())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Members returns the recorded API address of every member that registered one.
+func (f *FSM) Members() map[string]string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make(map[string]string, len(f.members))
+	for k, v := range f.members {
+		out[k] = v
+	}
+	return out
+}
+
+// Clock returns the log time of the last applied entry (Unix nanoseconds).
+func (f *FSM) Clock() int64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.clock
+}
+
+// AppliedIndex is the log index of the last entry applied (or skipped).
+func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
+
+// Stats are counters for operators.
+type Stats struct {
+	Limits      int
+	Buckets     int
+	RequestIDs  int // size of the exactly-once table
+	ClockResets uint64
+	Takes       uint64
+	Clock       int64
+	Halted      error
+}
+
+// Stats returns current counters.
+func (f *FSM) Stats() Stats {
+	f.mu.RLock()
+	s := Stats{Limits: len(f.limits), RequestIDs: f.dedup.len(), Clock: f.clock}
+	for _, ls := range f.limits {
+		s.Buckets += ls.keyed.Len()
+	}
+	f.mu.RUnlock()
+	s.ClockResets = f.clockResets.Load()
+	s.Takes = f.takes.Load()
+	if h := f.halted.Load(); h != nil {
+		s.Halted = *h
+	}
+	return s
+}

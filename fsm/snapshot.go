@@ -1,0 +1,349 @@
+package fsm
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"sort"
+	"time"
+
+	"github.com/limiterd/limiter/bucket"
+)
+
+// snapshotMagic starts every snapshot; the byte after it is the snapshot format version.
+const snapshotMagic = "LIMITFSM"
+
+const snapshotVersion byte = 1
+
+// Snapshot is a point-in-time copy of the state, taken quickly (under the apply lock) and written
+// out later by Persist while Apply goes on.
+type Snapshot struct {
+	clock     int64
+	cursor    int
+	nextSweep int64
+	members   []member
+	limits    []limitCopy
+	dedup     []dedupCopy
+}
+
+type member struct{ id, addr string }
+
+type bucketCopy struct {
+	key   string
+	units uint64
+	last  int64
+}
+
+type limitCopy struct {
+	name    string
+	limit   bucket.Limit
+	buckets []bucketCopy
+}
+
+type dedupCopy struct {
+	id string
+	o  *outcome // outcomes are never mutated after they are recorded, so sharing is safe
+}
+
+// Snapshot copies the state. Buckets that are full at the log clock are left out: they equal
+// fresh buckets, so the encoding is canonical whatever eviction has or has not happened yet.
+func (f *FSM) Snapshot() *Snapshot {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	s := &Snapshot{clock: f.clock, cursor: f.cursor, nextSweep: f.nextSweep}
+	for id, addr := range f.members {
+		s.members = append(s.members, member{id, addr})
+	}
+	for _, ls := range f.limits {
+		lc := limitCopy{name: ls.name, limit: ls.limit}
+		clock := f.clock
+		ls.keyed.Range(func(key string, b bucket.Bucket) {
+			if !b.Full(&lc.limit, clock) {
+				units, last := b.State()
+				lc.buckets = append(lc.buckets, bucketCopy{key, units, last})
+			}
+		})
+		s.limits = append(s.limits, lc)
+	}
+	f.dedup.each(func(id string, o *outcome) { s.dedup = append(s.dedup, dedupCopy{id, o}) })
+	return s
+}
+
+// Persist writes the snapshot to w in its deterministic encoding: members, limits and buckets
+// sorted by name, the exactly-once table in log order, then a SHA-256 of everything before it.
+// It streams through a buffer rather than building the whole image in memory.
+func (s *Snapshot) Persist(w io.Writer) error {
+	sort.Slice(s.members, func(i, j int) bool { return s.members[i].id < s.members[j].id })
+	sort.Slice(s.limits, func(i, j int) bool { return s.limits[i].name < s.limits[j].name })
+	for _, lc := range s.limits {
+		sort.Slice(lc.buckets, func(i, j int) bool { return lc.buckets[i].key < lc.buckets[j].key })
+	}
+	bw := bufio.NewWriterSize(w, 64<<10)
+	h := sha256.New()
+	e := encoder{w: io.MultiWriter(bw, h)}
+	e.raw([]byte(snapshotMagic))
+	e.raw([]byte{snapshotVersion})
+	e.varint(s.clock)
+	e.uvarint(uint64(s.cursor))
+	e.varint(s.nextSweep)
+	e.uvarint(uint64(len(s.members)))
+	for _, m := range s.members {
+		e.str(m.id)
+		e.str(m.addr)
+	}
+	e.uvarint(uint64(len(s.limits)))
+	for _, lc := range s.limits {
+		e.str(lc.name)
+		e.varint(lc.limit.Rate())
+		e.varint(int64(lc.limit.Period()))
+		e.varint(lc.limit.Burst())
+		e.uvarint(uint64(len(lc.buckets)))
+		for _, b := range lc.buckets {
+			e.str(b.key)
+			e.uvarint(b.units)
+			e.varint(b.last)
+		}
+	}
+	e.uvarint(uint64(len(s.dedup)))
+	for _, d := range s.dedup {
+		e.str(d.id)
+		e.uvarint(d.o.fp)
+		e.varint(d.o.expires)
+		if d.o.err != nil {
+			e.raw([]byte{byte(d.o.err.code)})
+			e.str(d.o.err.msg)
+		} else {
+			e.raw([]byte{byte(codeNone)})
+		}
+		e.uvarint(uint64(len(d.o.results)))
+		for _, r := range d.o.results {
+			allowed := byte(0)
+			if r.Allowed {
+				allowed = 1
+			}
+			e.raw([]byte{allowed})
+			e.varint(r.Remaining)
+			e.varint(r.Limit)
+			e.varint(int64(r.RetryAfter))
+			e.varint(int64(r.ResetAfter))
+		}
+	}
+	if e.err != nil {
+		return fmt.Errorf("write snapshot: %w", e.err)
+	}
+	if _, err := bw.Write(h.Sum(nil)); err != nil {
+		return fmt.Errorf("write snapshot checksum: %w", err)
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("flush snapshot: %w", err)
+	}
+	return nil
+}
+
+// StateHash is the SHA-256 of the snapshot encoding: equal on replicas with equal state.
+func (f *FSM) StateHash() ([32]byte, error) {
+	h := sha256.New()
+	if err := f.Snapshot().Persist(h); err != nil {
+		return [32]byte{}, err
+	}
+	// The encoding ends with the hash of everything before it; hashing it all is just as good.
+	var out [32]byte
+	copy(out[:], h.Sum(nil))
+	return out, nil
+}
+
+// Restore replaces the whole state with the snapshot read from r, taken at log index. The new
+// state is built aside and swapped in only when the stream has been read to the end and its
+// checksum matches, so a corrupt snapshot leaves the old state untouched. Errors wrap
+// ErrCorruptSnapshot.
+func (f *FSM) Restore(r io.Reader, index uint64) error {
+	br := bufio.NewReaderSize(r, 64<<10)
+	d := decoder{r: br, h: sha256.New()}
+	magic := d.bytes(len(snapshotMagic))
+	if d.err == nil && string(magic) != snapshotMagic {
+		return fmt.Errorf("%w: not a limiter snapshot (bad magic)", ErrCorruptSnapshot)
+	}
+	if v := d.byte(); d.err == nil && v != snapshotVersion {
+		return fmt.Errorf("%w: snapshot format version %d, this binary reads %d", ErrCorruptSnapshot, v, snapshotVersion)
+	}
+	clock := d.varint()
+	cursor := d.uvarint()
+	nextSweep := d.varint()
+	if d.err == nil && cursor >= bucket.ShardCount {
+		d.fail("sweep cursor %d out of range", cursor)
+	}
+	members := make(map[string]string)
+	for n := d.uvarint(); n > 0 && d.err == nil; n-- {
+		id, addr := d.str(), d.str()
+		members[id] = addr
+	}
+	limits := make(map[string]*limitState)
+	for n := d.uvarint(); n > 0 && d.err == nil; n-- {
+		name := d.str()
+		rate, period, burst := d.varint(), d.varint(), d.varint()
+		if d.err != nil {
+			break
+		}
+		l, err := bucket.NewLimit(rate, time.Duration(period), burst)
+		if err != nil {
+			d.fail("limit %q: %v", name, err)
+			break
+		}
+		if _, dup := limits[name]; dup {
+			d.fail("limit %q appears twice", name)
+			break
+		}
+		ls := &limitState{name: name, limit: l, keyed: bucket.NewKeyed(l, bucket.WithSkew(f.cfg.Skew))}
+		limits[name] = ls
+		for m := d.uvarint(); m > 0 && d.err == nil; m-- {
+			key, units, last := d.str(), d.uvarint(), d.varint()
+			ls.keyed.Put(key, bucket.FromState(&l, units, last))
+		}
+	}
+	dedup := newDedupTable(int64(f.cfg.DedupWindow), f.cfg.DedupMax)
+	for n := d.uvarint(); n > 0 && d.err == nil; n-- {
+		id := d.str()
+		o := &outcome{fp: d.uvarint(), expires: d.varint()}
+		if code := errCode(d.byte()); code != codeNone {
+			o.err = &recordedError{code: code, msg: d.str()}
+		}
+		for m := d.uvarint(); m > 0 && d.err == nil; m-- {
+			o.results = append(o.results, bucket.Result{
+				Allowed: d.byte() == 1, Remaining: d.varint(), Limit: d.varint(),
+				RetryAfter: time.Duration(d.varint()), ResetAfter: time.Duration(d.varint()),
+			})
+		}
+		dedup.put(id, o)
+	}
+	if d.err != nil {
+		return fmt.Errorf("%w: %w", ErrCorruptSnapshot, d.err)
+	}
+	want := d.h.Sum(nil)
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(br, got); err != nil {
+		return fmt.Errorf("%w: checksum missing: %w", ErrCorruptSnapshot, err)
+	}
+	if string(got) != string(want) {
+		return fmt.Errorf("%w: checksum mismatch", ErrCorruptSnapshot)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		return fmt.Errorf("%w: trailing bytes after the checksum", ErrCorruptSnapshot)
+	}
+	f.mu.Lock()
+	f.clock, f.cursor, f.nextSweep = clock, int(cursor), nextSweep
+	f.members, f.limits, f.dedup = members, limits, dedup
+	f.mu.Unlock()
+	f.halted.Store(nil)
+	f.applied.Store(index)
+	return nil
+}
+
+// encoder writes varints and strings, keeping the first error.
+type encoder struct {
+	w   io.Writer
+	buf [binary.MaxVarintLen64]byte
+	err error
+}
+
+func (e *encoder) raw(b []byte) {
+	if e.err == nil {
+		_, e.err = e.w.Write(b)
+	}
+}
+func (e *encoder) varint(v int64)   { e.raw(binary.AppendVarint(e.buf[:0], v)) }
+func (e *encoder) uvarint(v uint64) { e.raw(binary.AppendUvarint(e.buf[:0], v)) }
+func (e *encoder) str(s string) {
+	e.uvarint(uint64(len(s)))
+	if e.err == nil {
+		_, e.err = io.WriteString(e.w, s)
+	}
+}
+
+// maxSnapshotString bounds one string in a snapshot, so a corrupt length cannot exhaust memory.
+const maxSnapshotString = 1 << 16
+
+// decoder reads what encoder wrote, hashing every byte it consumes.
+type decoder struct {
+	r   *bufio.Reader
+	h   hash.Hash
+	err error
+}
+
+func (d *decoder) fail(format string, args ...any) {
+	if d.err == nil {
+		d.err = fmt.Errorf(format, args...)
+	}
+}
+
+func (d *decoder) ReadByte() (byte, error) {
+	b, err := d.r.ReadByte()
+	if err == nil {
+		d.h.Write([]byte{b})
+	}
+	return b, err
+}
+
+func (d *decoder) byte() byte {
+	if d.err != nil {
+		return 0
+	}
+	b, err := d.ReadByte()
+	if err != nil {
+		d.err = truncated(err)
+	}
+	return b
+}
+
+func (d *decoder) bytes(n int) []byte {
+	if d.err != nil {
+		return nil
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(d.r, b); err != nil {
+		d.err = truncated(err)
+		return nil
+	}
+	d.h.Write(b)
+	return b
+}
+
+func (d *decoder) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, err := binary.ReadVarint(d)
+	if err != nil {
+		d.err = truncated(err)
+	}
+	return v
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, err := binary.ReadUvarint(d)
+	if err != nil {
+		d.err = truncated(err)
+	}
+	return v
+}
+
+func (d *decoder) str() string {
+	n := d.uvarint()
+	if d.err == nil && n > maxSnapshotString {
+		d.fail("string of %d bytes exceeds %d", n, maxSnapshotString)
+	}
+	return string(d.bytes(int(n)))
+}
+
+func truncated(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("truncated: %w", io.ErrUnexpectedEOF)
+	}
+	return err
+}
