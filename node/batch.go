@@ -1,0 +1,162 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/limiterd/limiter/fsm"
+)
+
+// takeReq is one take waiting to be proposed.
+type takeReq struct {
+	take fsm.Take
+	size int
+	done chan takeResp // buffered 1, so the batcher never blocks on a caller that gave up
+}
+
+type takeResp struct {
+	out fsm.TakeOutcome
+	err error
+}
+
+// batcher coalesces concurrent takes into one log entry (group commit). One entry is in flight
+// at a time: while it commits, the next batch collects. Measured on this kind of machine, that
+// beat proposing eagerly (fewer, larger entries, fewer fsyncs), and a lone take is not delayed
+// because the batcher proposes as soon as nothing is in flight.
+type batcher struct {
+	n  *Node
+	ch chan *takeReq
+}
+
+func newBatcher(n *Node) *batcher {
+	return &batcher{n: n, ch: make(chan *takeReq, 8192)}
+}
+
+// Take proposes one take request and waits for its outcome. When ctx ends first the outcome is
+// unknown (the take may still commit); retry with the same request ID.
+func (n *Node) Take(ctx context.Context, t fsm.Take) (fsm.TakeOutcome, error) {
+	if !n.IsLeader() {
+		return fsm.TakeOutcome{}, ErrNotLeader
+	}
+	size := 16 + len(t.RequestID)
+	for _, it := range t.Items {
+		size += 24 + len(it.Limit) + len(it.Key)
+	}
+	req := &takeReq{take: t, size: size, done: make(chan takeResp, 1)}
+	select {
+	case n.batch.ch <- req:
+	case <-ctx.Done():
+		return fsm.TakeOutcome{}, fmt.Errorf("queue take: %w", ctx.Err())
+	case <-n.shutdownCh:
+		return fsm.TakeOutcome{}, ErrShutdown
+	}
+	select {
+	case r := <-req.done:
+		return r.out, r.err
+	case <-ctx.Done():
+		return fsm.TakeOutcome{}, fmt.Errorf("outcome unknown: %w", ctx.Err())
+	case <-n.shutdownCh:
+		return fsm.TakeOutcome{}, ErrShutdown
+	}
+}
+
+func (b *batcher) run() {
+	defer b.n.wg.Done()
+	var batch []*takeReq
+	var buf []byte
+	for {
+		batch = batch[:0]
+		select {
+		case <-b.n.shutdownCh:
+			b.drain(ErrShutdown)
+			return
+		case r := <-b.ch:
+			batch = append(batch, r)
+		}
+		size := batch[0].size
+	collect:
+		for len(batch) < b.n.cfg.MaxBatchTakes && size < b.n.cfg.MaxBatchBytes {
+			select {
+			case r := <-b.ch:
+				batch = append(batch, r)
+				size += r.size
+			default:
+				break collect
+			}
+		}
+		buf = b.propose(batch, buf)
+	}
+}
+
+// propose writes one batch entry and hands each caller its outcome.
+func (b *batcher) propose(batch []*takeReq, buf []byte) []byte {
+	fail := func(err error) {
+		for _, r := range batch {
+			r.done <- takeResp{err: err}
+		}
+	}
+	if !b.n.IsLeader() {
+		fail(ErrNotLeader)
+		return buf
+	}
+	cmd := fsm.Command{Kind: fsm.KindTakeBatch, Stamp: b.n.Stamp(), Takes: make([]fsm.Take, len(batch))}
+	for i, r := range batch {
+		cmd.Takes[i] = r.take
+	}
+	buf = cmd.Encode(buf[:0])
+	data := make([]byte, len(buf)) // raft keeps the slice until it is applied
+	copy(data, buf)
+	f := b.n.raft.Apply(data, 5*time.Second)
+	if err := f.Error(); err != nil {
+		fail(translate(err))
+		return buf
+	}
+	resp, ok := f.Response().(*fsm.Response)
+	switch {
+	case !ok:
+		fail(fmt.Errorf("unexpected apply response %T", f.Response()))
+	case resp.Err != nil:
+		fail(resp.Err)
+	case len(resp.Takes) != len(batch):
+		fail(fmt.Errorf("apply returned %d outcomes for %d takes", len(resp.Takes), len(batch)))
+	default:
+		for i, r := range batch {
+			r.done <- takeResp{out: resp.Takes[i]}
+		}
+	}
+	return buf
+}
+
+func (b *batcher) drain(err error) {
+	for {
+		select {
+		case r := <-b.ch:
+			r.done <- takeResp{err: err}
+		default:
+			return
+		}
+	}
+}
+
+// Propose applies one non-take command (set or delete a limit, register a member) through the
+// log, stamped by the leader, and returns the state machine's response.
+func (n *Node) Propose(ctx context.Context, cmd fsm.Command) (*fsm.Response, error) {
+	if !n.IsLeader() {
+		return nil, ErrNotLeader
+	}
+	if cmd.Kind == fsm.KindTakeBatch {
+		return nil, errors.New("propose: takes go through Take")
+	}
+	cmd.Stamp = n.Stamp()
+	f := n.raft.Apply(cmd.Encode(nil), 5*time.Second)
+	if err := n.waitCtx(ctx, f); err != nil {
+		return nil, err
+	}
+	resp, ok := f.Response().(*fsm.Response)
+	if !ok {
+		return nil, fmt.Errorf("unexpected apply response %T", f.Response())
+	}
+	return resp, nil
+}

@@ -1,0 +1,160 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/limiterd/limiter/fsm"
+)
+
+// Sentinel errors. Test them with errors.Is.
+var (
+	// ErrNotLeader: the call needs the leader and this node is not it (or not yet ready to serve
+	// as leader: a new leader first commits an entry of its own term).
+	ErrNotLeader = errors.New("not the leader")
+	// ErrNoState: the data dir holds no Raft state and neither bootstrap nor join was asked for.
+	ErrNoState = errors.New("no raft state in data dir")
+	// ErrWrongNode: the data dir belongs to a node with another ID.
+	ErrWrongNode = errors.New("data dir belongs to another node")
+	// ErrShutdown: the node is shutting down.
+	ErrShutdown = errors.New("node is shut down")
+	// ErrUnknownMember: a membership call names a server that is not in the configuration.
+	ErrUnknownMember = errors.New("unknown member")
+)
+
+// Peer is one member of a bootstrap configuration.
+type Peer struct {
+	ID       string
+	RaftAddr string
+}
+
+// ParsePeers parses "id=host:port,id=host:port".
+func ParsePeers(s string) ([]Peer, error) {
+	var out []Peer
+	seen := map[string]bool{}
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		id, addr, ok := strings.Cut(part, "=")
+		if !ok || id == "" || addr == "" {
+			return nil, fmt.Errorf("peer %q: want id=host:port", part)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("peer %q: address: %w", part, err)
+		}
+		if seen[id] {
+			return nil, fmt.Errorf("peer %q: duplicate id %q", part, id)
+		}
+		if seen["addr:"+addr] {
+			return nil, fmt.Errorf("peer %q: duplicate address %q", part, addr)
+		}
+		seen[id], seen["addr:"+addr] = true, true
+		out = append(out, Peer{ID: id, RaftAddr: addr})
+	}
+	return out, nil
+}
+
+// Config describes one node.
+type Config struct {
+	// ID is the node's stable Raft server ID. A node whose data dir was wiped must use a new ID.
+	ID string
+	// RaftAddr is the address Raft listens on and advertises to peers (host:port).
+	RaftAddr string
+	// RaftBind is the address Raft listens on when it differs from RaftAddr (e.g. 0.0.0.0:7000
+	// in a container); empty means RaftAddr.
+	RaftBind string
+	// APIAddr is this node's gRPC address, recorded in the replicated state so followers can
+	// forward to the leader and clients can be redirected.
+	APIAddr string
+	// DataDir holds the Raft log (raft.db), snapshots and node.json.
+	DataDir string
+	// Bootstrap, when the data dir is empty, creates a new cluster with these voters (which must
+	// include this node). Ignored when the data dir already holds state.
+	Bootstrap []Peer
+	// Join, when the data dir is empty, starts the node without state to be added by a member.
+	Join bool
+
+	// Raft timing. Zero values take the defaults of DefaultConfig.
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	// SnapshotThreshold is the number of log entries between snapshots.
+	SnapshotThreshold uint64
+	// NoSync skips fsync on the log: only for tests that do not check crash durability.
+	NoSync bool
+
+	// Batch bounds proposal batching (group commit).
+	MaxBatchTakes int
+	MaxBatchBytes int
+
+	// FSM parameters; must be identical on every member.
+	FSM fsm.Config
+
+	// Stream, if set, replaces the TCP stream layer for Raft traffic (TLS or fault injection).
+	Stream raft.StreamLayer
+	// Now is the clock the leader stamps entries from (time.Now by default). Only its monotonic
+	// differences matter while this node leads; see stampClock.
+	Now func() time.Time
+	// Logger receives the node's logs; Raft's own logs go to RaftLogOutput at RaftLogLevel.
+	Logger        *slog.Logger
+	RaftLogOutput io.Writer
+	RaftLogLevel  string
+}
+
+// DefaultConfig returns a config with production defaults; set ID, addresses and DataDir.
+func DefaultConfig() Config {
+	return Config{
+		HeartbeatTimeout:   1000 * time.Millisecond,
+		ElectionTimeout:    1000 * time.Millisecond,
+		LeaderLeaseTimeout: 500 * time.Millisecond,
+		SnapshotThreshold:  8192,
+		MaxBatchTakes:      1024,
+		MaxBatchBytes:      1 << 20,
+		FSM:                fsm.DefaultConfig(),
+		RaftLogLevel:       "warn",
+	}
+}
+
+// Validate checks the constraints between fields.
+func (c *Config) Validate() error {
+	switch {
+	case c.ID == "":
+		return fmt.Errorf("node config: ID is required")
+	case c.RaftAddr == "":
+		return fmt.Errorf("node config: RaftAddr is required")
+	case c.DataDir == "":
+		return fmt.Errorf("node config: DataDir is required")
+	case len(c.Bootstrap) > 0 && c.Join:
+		return fmt.Errorf("node config: Bootstrap and Join are exclusive")
+	case c.HeartbeatTimeout <= 0 || c.ElectionTimeout <= 0 || c.LeaderLeaseTimeout <= 0:
+		return fmt.Errorf("node config: raft timeouts must be positive")
+	case c.LeaderLeaseTimeout > c.HeartbeatTimeout:
+		return fmt.Errorf("node config: LeaderLeaseTimeout %v must not exceed HeartbeatTimeout %v", c.LeaderLeaseTimeout, c.HeartbeatTimeout)
+	case c.MaxBatchTakes <= 0 || c.MaxBatchBytes <= 0:
+		return fmt.Errorf("node config: batch bounds must be positive")
+	}
+	if len(c.Bootstrap) > 0 {
+		self := false
+		for _, p := range c.Bootstrap {
+			if p.ID == c.ID {
+				self = true
+				if p.RaftAddr != c.RaftAddr {
+					return fmt.Errorf("node config: bootstrap lists %s at %s but RaftAddr is %s", p.ID, p.RaftAddr, c.RaftAddr)
+				}
+			}
+		}
+		if !self {
+			return fmt.Errorf("node config: bootstrap members do not include this node (%s)", c.ID)
+		}
+	}
+	return c.FSM.Validate()
+}

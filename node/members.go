@@ -1,0 +1,180 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/limiterd/limiter/fsm"
+)
+
+// Member is one server in the Raft configuration.
+type Member struct {
+	ID       string
+	RaftAddr string
+	APIAddr  string // "" until the member has registered it
+	Suffrage string // Voter, Nonvoter or Staging
+	Leader   bool
+}
+
+// Members lists the Raft configuration as this node knows it, with each member's API address.
+func (n *Node) Members(ctx context.Context) ([]Member, error) {
+	f := n.raft.GetConfiguration()
+	if err := n.waitCtx(ctx, f); err != nil {
+		return nil, fmt.Errorf("read configuration: %w", err)
+	}
+	apis := n.fsm.Members()
+	_, leader := n.raft.LeaderWithID()
+	var out []Member
+	for _, s := range f.Configuration().Servers {
+		out = append(out, Member{
+			ID: string(s.ID), RaftAddr: string(s.Address), APIAddr: apis[string(s.ID)],
+			Suffrage: s.Suffrage.String(), Leader: s.ID == leader,
+		})
+	}
+	return out, nil
+}
+
+// AddVoter adds a voting member, or records its API address if it is already a voter at that
+// Raft address (so the call is idempotent and doubles as registration). Leader only.
+func (n *Node) AddVoter(ctx context.Context, id, raftAddr, apiAddr string) error {
+	if !n.IsLeader() {
+		return ErrNotLeader
+	}
+	if id == "" || raftAddr == "" {
+		return fmt.Errorf("add voter: id and raft address are required")
+	}
+	cf := n.raft.GetConfiguration()
+	if err := n.waitCtx(ctx, cf); err != nil {
+		return fmt.Errorf("read configuration: %w", err)
+	}
+	present := false
+	for _, s := range cf.Configuration().Servers {
+		if s.ID == raft.ServerID(id) && s.Address == raft.ServerAddress(raftAddr) && s.Suffrage == raft.Voter {
+			present = true
+		} else if s.Address == raft.ServerAddress(raftAddr) && s.ID != raft.ServerID(id) {
+			return fmt.Errorf("add voter %s: address %s is held by member %s; remove it first", id, raftAddr, s.ID)
+		}
+	}
+	if !present {
+		if err := n.waitCtx(ctx, n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, 10*time.Second)); err != nil {
+			return fmt.Errorf("add voter %s: %w", id, err)
+		}
+		n.log.Info("added voter", "id", id, "raft_addr", raftAddr)
+	}
+	if apiAddr != "" && n.fsm.Members()[id] != apiAddr {
+		resp, err := n.Propose(ctx, fsm.Command{Kind: fsm.KindSetMember, Member: id, APIAddr: apiAddr})
+		if err != nil {
+			return fmt.Errorf("record API address of %s: %w", id, err)
+		}
+		if resp.Err != nil {
+			return fmt.Errorf("record API address of %s: %w", id, resp.Err)
+		}
+	}
+	return nil
+}
+
+// RemoveServer removes a member. Leader only; to remove the leader itself, transfer leadership
+// first (the server layer does this) so the cluster does not wait out an election timeout.
+func (n *Node) RemoveServer(ctx context.Context, id string) error {
+	if !n.IsLeader() {
+		return ErrNotLeader
+	}
+	cf := n.raft.GetConfiguration()
+	if err := n.waitCtx(ctx, cf); err != nil {
+		return fmt.Errorf("read configuration: %w", err)
+	}
+	found := false
+	for _, s := range cf.Configuration().Servers {
+		if s.ID == raft.ServerID(id) {
+			found = true
+		}
+	}
+	if !found {
+		return fmt.Errorf("%w: %q", ErrUnknownMember, id)
+	}
+	if err := n.waitCtx(ctx, n.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second)); err != nil {
+		return fmt.Errorf("remove server %s: %w", id, err)
+	}
+	n.log.Info("removed server", "id", id)
+	if id != n.cfg.ID && n.fsm.Members()[id] != "" {
+		if _, err := n.Propose(ctx, fsm.Command{Kind: fsm.KindSetMember, Member: id}); err != nil {
+			n.log.Warn("forget API address of removed member", "id", id, "err", err)
+		}
+	}
+	return nil
+}
+
+// TransferLeadership hands leadership to id (any up-to-date voter when id is ""). Readiness is
+// dropped first so no read is served from this node's state once the transfer starts.
+func (n *Node) TransferLeadership(ctx context.Context, id string) error {
+	if n.raft.State() != raft.Leader {
+		return ErrNotLeader
+	}
+	n.ready.Store(0)
+	var f raft.Future
+	if id == "" {
+		f = n.raft.LeadershipTransfer()
+	} else {
+		var addr raft.ServerAddress
+		cf := n.raft.GetConfiguration()
+		if err := n.waitCtx(ctx, cf); err != nil {
+			return fmt.Errorf("read configuration: %w", err)
+		}
+		for _, s := range cf.Configuration().Servers {
+			if s.ID == raft.ServerID(id) {
+				addr = s.Address
+			}
+		}
+		if addr == "" {
+			return fmt.Errorf("%w: %q", ErrUnknownMember, id)
+		}
+		f = n.raft.LeadershipTransferToServer(raft.ServerID(id), addr)
+	}
+	if err := n.waitCtx(ctx, f); err != nil {
+		if n.raft.State() == raft.Leader {
+			n.ready.Store(n.raft.CurrentTerm()) // still leader of the same term: the barrier holds
+		}
+		return fmt.Errorf("transfer leadership: %w", err)
+	}
+	return nil
+}
+
+// Status is this node's view of itself and the cluster.
+type Status struct {
+	ID, RaftAddr, APIAddr string
+	State                 string
+	Term                  uint64
+	LeaderID, LeaderAPI   string
+	CommitIndex           uint64
+	AppliedIndex          uint64
+	LastLogIndex          uint64
+	LastContact           time.Duration // since the leader was last heard from; 0 on the leader; -1 never
+	FSM                   fsm.Stats
+}
+
+// Status reports the node's state.
+func (n *Node) Status() Status {
+	lid, lapi := n.Leader()
+	s := Status{
+		ID: n.cfg.ID, RaftAddr: n.RaftAddr(), APIAddr: n.cfg.APIAddr,
+		State: n.raft.State().String(), Term: n.raft.CurrentTerm(),
+		LeaderID: lid, LeaderAPI: lapi,
+		CommitIndex: n.raft.CommitIndex(), AppliedIndex: n.raft.AppliedIndex(), LastLogIndex: n.raft.LastIndex(),
+		FSM: n.fsm.Stats(),
+	}
+	if n.raft.State() != raft.Leader {
+		if lc := n.raft.LastContact(); lc.IsZero() {
+			s.LastContact = -1
+		} else {
+			s.LastContact = n.cfg.Now().Sub(lc)
+		}
+	}
+	if v, err := strconv.ParseUint(n.raft.Stats()["last_log_index"], 10, 64); err == nil {
+		s.LastLogIndex = v
+	}
+	return s
+}

@@ -1,0 +1,415 @@
+// Package node runs one Raft member of the limiter: hashicorp/raft with raft-boltdb/v2 stores, a
+// file snapshot store and a TCP transport; bootstrap, join and restart; membership and
+// leadership; group commit of takes; and linearizable reads. See DESIGN.md in this folder.
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
+
+	"github.com/limiterd/limiter/fsm"
+)
+
+// Node is one running Raft member.
+type Node struct {
+	cfg   Config
+	log   *slog.Logger
+	fsm   *fsm.FSM
+	raft  *raft.Raft
+	trans *raft.NetworkTransport
+	store *raftboltdb.BoltStore
+
+	batch *batcher
+	clock stampClock
+
+	// ready is the term in which this node, as leader, has committed an entry of its own term
+	// (so its state includes every committed entry); 0 when not ready.
+	ready atomic.Uint64
+
+	shutdownCh chan struct{}
+	closeOnce  sync.Once
+	wg         sync.WaitGroup
+}
+
+// nodeMeta is written to node.json so a data dir cannot be reused by another node by mistake.
+type nodeMeta struct {
+	ID string `json:"id"`
+}
+
+// Start opens (or creates) the data dir and starts Raft. With an empty data dir it bootstraps
+// (cfg.Bootstrap) or waits to be added (cfg.Join); with state it restarts from it.
+func Start(cfg Config) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.RaftLogOutput == nil {
+		cfg.RaftLogOutput = os.Stderr
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), shutdownCh: make(chan struct{})}
+	ok := false
+	defer func() {
+		if !ok {
+			n.closeResources()
+		}
+	}()
+
+	if err := n.checkDataDir(); err != nil {
+		return nil, err
+	}
+	f, err := fsm.New(cfg.FSM)
+	if err != nil {
+		return nil, err
+	}
+	n.fsm = f
+
+	dbPath := filepath.Join(cfg.DataDir, "raft.db")
+	n.store, err = raftboltdb.New(raftboltdb.Options{
+		Path:        dbPath,
+		NoSync:      cfg.NoSync,
+		BoltOptions: &bbolt.Options{Timeout: 2 * time.Second},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open raft log %s: %w", dbPath, err)
+	}
+	hl := hclog.New(&hclog.LoggerOptions{
+		Name:   "raft",
+		Output: cfg.RaftLogOutput,
+		Level:  hclog.LevelFromString(cfg.RaftLogLevel),
+	}).With("node", cfg.ID)
+	snapDir := cfg.DataDir
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(snapDir, 2, hl)
+	if err != nil {
+		return nil, fmt.Errorf("open snapshot store in %s: %w", snapDir, err)
+	}
+
+	stream := cfg.Stream
+	if stream == nil {
+		tcp, err := newTCPStream(cfg.RaftBind, cfg.RaftAddr)
+		if err != nil {
+			return nil, err
+		}
+		stream = tcp
+	}
+	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: stream, MaxPool: 3, Timeout: 10 * time.Second, Logger: hl,
+	})
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.ID)
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.MaxAppendEntries = 512
+	rc.Logger = hl
+	if err := raft.ValidateConfig(rc); err != nil {
+		return nil, fmt.Errorf("raft config: %w", err)
+	}
+
+	has, err := raft.HasExistingState(n.store, n.store, snaps)
+	if err != nil {
+		return nil, fmt.Errorf("read raft state in %s: %w", cfg.DataDir, err)
+	}
+	if !has && len(cfg.Bootstrap) == 0 && !cfg.Join {
+		return nil, fmt.Errorf("%w %s: pass bootstrap members to create a cluster, or join to be added to one", ErrNoState, cfg.DataDir)
+	}
+
+	n.raft, err = raft.NewRaft(rc, &raftFSM{f: f, log: n.log}, n.store, n.store, snaps, n.trans)
+	if err != nil {
+		return nil, fmt.Errorf("start raft from %s: %w", cfg.DataDir, err)
+	}
+	if !has && len(cfg.Bootstrap) > 0 {
+		var servers []raft.Server
+		for _, p := range cfg.Bootstrap {
+			servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.RaftAddr)})
+		}
+		if err := n.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil {
+			return nil, fmt.Errorf("bootstrap: %w", err)
+		}
+		n.log.Info("bootstrapped a new cluster", "members", len(servers))
+	} else if has {
+		n.log.Info("restarted from existing state", "data_dir", cfg.DataDir)
+	}
+	if err := n.writeMeta(); err != nil {
+		return nil, err
+	}
+
+	n.batch = newBatcher(n)
+	n.wg.Add(2)
+	go n.batch.run()
+	go n.watchLeadership()
+	ok = true
+	return n, nil
+}
+
+// checkDataDir creates the data dir if needed and refuses one that belongs to another node.
+func (n *Node) checkDataDir() error {
+	dir := n.cfg.DataDir
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("create data dir %s: %w", dir, err)
+	}
+	metaPath := filepath.Join(dir, "node.json")
+	b, err := os.ReadFile(metaPath)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read %s: %w", metaPath, err)
+	}
+	var m nodeMeta
+	if err := json.Unmarshal(b, &m); err != nil || m.ID == "" {
+		return fmt.Errorf("%s is corrupt (want {\"id\": ...}): %v", metaPath, err)
+	}
+	if m.ID != n.cfg.ID {
+		return fmt.Errorf("%w: %s was created by node %q, not %q", ErrWrongNode, metaPath, m.ID, n.cfg.ID)
+	}
+	return nil
+}
+
+func (n *Node) writeMeta() error {
+	metaPath := filepath.Join(n.cfg.DataDir, "node.json")
+	b, _ := json.Marshal(nodeMeta{ID: n.cfg.ID})
+	tmp := metaPath + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o640); err != nil {
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, metaPath); err != nil {
+		return fmt.Errorf("write %s: %w", metaPath, err)
+	}
+	return nil
+}
+
+// Shutdown stops Raft and closes the stores. It is safe to call more than once.
+func (n *Node) Shutdown() error {
+	var err error
+	n.closeOnce.Do(func() {
+		close(n.shutdownCh)
+		n.ready.Store(0)
+		if n.raft != nil {
+			if e := n.raft.Shutdown().Error(); e != nil {
+				err = fmt.Errorf("raft shutdown: %w", e)
+			}
+		}
+		n.wg.Wait()
+		n.closeResources()
+	})
+	return err
+}
+
+func (n *Node) closeResources() {
+	if n.trans != nil {
+		n.trans.Close()
+	}
+	if n.store != nil {
+		n.store.Close()
+	}
+}
+
+// ID is the node's Raft server ID.
+func (n *Node) ID() string { return n.cfg.ID }
+
+// RaftAddr is the address Raft advertises.
+func (n *Node) RaftAddr() string { return string(n.trans.LocalAddr()) }
+
+// APIAddr is the gRPC address this node registers.
+func (n *Node) APIAddr() string { return n.cfg.APIAddr }
+
+// FSM exposes the state machine for local reads and statistics.
+func (n *Node) FSM() *fsm.FSM { return n.fsm }
+
+// Raft exposes the underlying Raft instance (for tests and metrics).
+func (n *Node) Raft() *raft.Raft { return n.raft }
+
+// Done is closed when Shutdown begins.
+func (n *Node) Done() <-chan struct{} { return n.shutdownCh }
+
+// IsLeader reports whether this node is the leader and ready to serve (it has committed an
+// entry of its current term).
+func (n *Node) IsLeader() bool {
+	return n.raft.State() == raft.Leader && n.ready.Load() == n.raft.CurrentTerm() && n.ready.Load() != 0
+}
+
+// Leader returns the leader's ID and API address as this node knows them ("" when unknown).
+func (n *Node) Leader() (id, apiAddr string) {
+	_, lid := n.raft.LeaderWithID()
+	if lid == "" {
+		return "", ""
+	}
+	return string(lid), n.fsm.Members()[string(lid)]
+}
+
+// watchLeadership commits a barrier on each election win before marking the node ready, and
+// re-anchors the stamp clock. Losing leadership clears readiness at once.
+func (n *Node) watchLeadership() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.shutdownCh:
+			return
+		case leader := <-n.raft.LeaderCh():
+			n.ready.Store(0)
+			if !leader {
+				n.log.Info("lost leadership")
+				continue
+			}
+			term := n.raft.CurrentTerm()
+			// The barrier commits an entry of this term and waits until everything before it
+			// is applied, so reads and stamps start from the whole committed state.
+			if err := n.raft.Barrier(10 * time.Second).Error(); err != nil {
+				n.log.Warn("barrier after election failed", "err", err)
+				continue
+			}
+			n.clock.anchor(n.fsm.Clock(), n.cfg.Now())
+			if n.raft.State() == raft.Leader && n.raft.CurrentTerm() == term {
+				n.ready.Store(term)
+				n.log.Info("leader ready", "term", term)
+			}
+		}
+	}
+}
+
+// stampClock gives the leader's stamps: a monotonic clock anchored, at each election win, at
+// max(log clock, wall clock). A wall-clock step on the leader does not move it (monotonic), a
+// new leader with a slow clock does not stall refill (anchored at the log clock), and stamps
+// never go behind the log clock.
+type stampClock struct {
+	mu   sync.Mutex
+	base int64
+	at   time.Time
+}
+
+func (c *stampClock) anchor(logClock int64, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.base = max(logClock, now.UnixNano())
+	c.at = now
+}
+
+func (c *stampClock) stamp(now time.Time) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.at.IsZero() {
+		return now.UnixNano()
+	}
+	return c.base + int64(now.Sub(c.at))
+}
+
+// Stamp returns the time the leader would stamp on an entry now.
+func (n *Node) Stamp() int64 { return max(n.clock.stamp(n.cfg.Now()), n.fsm.Clock()) }
+
+// raftFSM adapts fsm.FSM to raft.FSM.
+type raftFSM struct {
+	f   *fsm.FSM
+	log *slog.Logger
+}
+
+func (r *raftFSM) Apply(l *raft.Log) any {
+	resp := r.f.Apply(l.Index, l.Data)
+	if errors.Is(resp.Err, fsm.ErrCorruptEntry) || errors.Is(resp.Err, fsm.ErrHalted) {
+		r.log.Error("state machine halted on a committed entry it cannot apply; this node will not apply further entries until it is upgraded or restored", "index", l.Index, "err", resp.Err)
+	}
+	return resp
+}
+
+func (r *raftFSM) Snapshot() (raft.FSMSnapshot, error) { return &raftSnapshot{s: r.f.Snapshot()}, nil }
+
+func (r *raftFSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	if err := r.f.Restore(rc, 0); err != nil {
+		return fmt.Errorf("restore snapshot: %w", err)
+	}
+	return nil
+}
+
+type raftSnapshot struct{ s *fsm.Snapshot }
+
+func (s *raftSnapshot) Persist(sink raft.SnapshotSink) error {
+	if err := s.s.Persist(sink); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (s *raftSnapshot) Release() {}
+
+// tcpStream is a plain TCP raft.StreamLayer that advertises advertise rather than the bound
+// address (which may be a wildcard).
+type tcpStream struct {
+	net.Listener
+	advertise net.Addr
+}
+
+func newTCPStream(bind, advertise string) (*tcpStream, error) {
+	if bind == "" {
+		bind = advertise
+	}
+	adv, err := net.ResolveTCPAddr("tcp", advertise)
+	if err != nil {
+		return nil, fmt.Errorf("raft address %s: %w", advertise, err)
+	}
+	ln, err := net.Listen("tcp", bind)
+	if err != nil {
+		return nil, fmt.Errorf("raft listen on %s: %w", bind, err)
+	}
+	if adv.Port == 0 || adv.IP.IsUnspecified() {
+		adv = ln.Addr().(*net.TCPAddr)
+	}
+	return &tcpStream{Listener: ln, advertise: adv}, nil
+}
+
+func (t *tcpStream) Addr() net.Addr { return t.advertise }
+
+func (t *tcpStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return net.DialTimeout("tcp", string(addr), timeout)
+}
+
+// waitCtx waits for a raft future while honouring ctx and shutdown. When ctx ends first the
+// outcome is unknown: the command may still commit.
+func (n *Node) waitCtx(ctx context.Context, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return translate(err)
+	case <-ctx.Done():
+		return fmt.Errorf("outcome unknown: %w", ctx.Err())
+	case <-n.shutdownCh:
+		return ErrShutdown
+	}
+}
+
+// translate maps raft's errors onto this package's sentinels.
+func translate(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
+		errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return fmt.Errorf("%w: %w", ErrNotLeader, err)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return fmt.Errorf("%w: %w", ErrShutdown, err)
+	}
+	return err
+}

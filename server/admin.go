@@ -1,0 +1,297 @@
+package server
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/limiterd/limiter/api/limiterpb"
+	"github.com/limiterd/limiter/fsm"
+)
+
+func limitInfo(li *fsm.LimitInfo) *limiterpb.LimitInfo {
+	return &limiterpb.LimitInfo{Name: li.Name, Rate: li.Rate, PeriodNanos: int64(li.Period), Burst: li.Burst, Buckets: int64(li.Buckets)}
+}
+
+// SetLimit implements Admin.SetLimit: create a limit, or change it live.
+func (s *Server) SetLimit(ctx context.Context, req *limiterpb.SetLimitRequest) (*limiterpb.LimitInfo, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	if err := fsm.CheckName(req.GetName()); err != nil {
+		return nil, invalidArg("name: %v", err)
+	}
+	if !s.node.IsLeader() {
+		fctx, c, err := s.leaderConn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return limiterpb.NewAdminClient(c).SetLimit(fctx, req)
+	}
+	resp, err := s.node.Propose(ctx, fsm.Command{Kind: fsm.KindSetLimit, Limit: fsm.LimitSpec{
+		Name: req.GetName(), Rate: req.GetRate(), Period: time.Duration(req.GetPeriodNanos()), Burst: req.GetBurst(),
+	}})
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	return limitInfo(resp.Limit), nil
+}
+
+// GetLimit implements Admin.GetLimit (a linearizable read on the leader).
+func (s *Server) GetLimit(ctx context.Context, req *limiterpb.GetLimitRequest) (*limiterpb.LimitInfo, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	if err := fsm.CheckName(req.GetName()); err != nil {
+		return nil, invalidArg("name: %v", err)
+	}
+	if !s.node.IsLeader() {
+		fctx, c, err := s.leaderConn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return limiterpb.NewAdminClient(c).GetLimit(fctx, req)
+	}
+	if err := s.node.ReadIndex(ctx); err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	li, err := s.node.FSM().Limit(req.GetName())
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	return limitInfo(li), nil
+}
+
+// ListLimits implements Admin.ListLimits (a linearizable read on the leader).
+func (s *Server) ListLimits(ctx context.Context, req *limiterpb.ListLimitsRequest) (*limiterpb.ListLimitsResponse, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	if !s.node.IsLeader() {
+		fctx, c, err := s.leaderConn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return limiterpb.NewAdminClient(c).ListLimits(fctx, req)
+	}
+	if err := s.node.ReadIndex(ctx); err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	resp := &limiterpb.ListLimitsResponse{}
+	for _, li := range s.node.FSM().Limits() {
+		resp.Limits = append(resp.Limits, limitInfo(li))
+	}
+	return resp, nil
+}
+
+// DeleteLimit implements Admin.DeleteLimit.
+func (s *Server) DeleteLimit(ctx context.Context, req *limiterpb.DeleteLimitRequest) (*limiterpb.DeleteLimitResponse, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	if err := fsm.CheckName(req.GetName()); err != nil {
+		return nil, invalidArg("name: %v", err)
+	}
+	if !s.node.IsLeader() {
+		fctx, c, err := s.leaderConn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return limiterpb.NewAdminClient(c).DeleteLimit(fctx, req)
+	}
+	resp, err := s.node.Propose(ctx, fsm.Command{Kind: fsm.KindDeleteLimit, Limit: fsm.LimitSpec{Name: req.GetName()}})
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	return &limiterpb.DeleteLimitResponse{}, nil
+}
+
+// ListMembers implements Admin.ListMembers: the leader's configuration (this node's when no
+// leader is reachable), with each member's log index and last contact asked of the member.
+func (s *Server) ListMembers(ctx context.Context, req *limiterpb.ListMembersRequest) (*limiterpb.ListMembersResponse, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	if !s.node.IsLeader() {
+		if fctx, c, err := s.leaderConn(ctx); err == nil {
+			if resp, err := limiterpb.NewAdminClient(c).ListMembers(fctx, req); err == nil {
+				return resp, nil
+			}
+		}
+	}
+	members, err := s.node.Members(ctx)
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	resp := &limiterpb.ListMembersResponse{Members: make([]*limiterpb.Member, len(members))}
+	var wg sync.WaitGroup
+	for i, m := range members {
+		pm := &limiterpb.Member{Id: m.ID, RaftAddress: m.RaftAddr, ApiAddress: m.APIAddr, Leader: m.Leader, Suffrage: suffrage(m.Suffrage), LastContactMillis: -1}
+		resp.Members[i] = pm
+		if m.ID == s.node.ID() {
+			st := s.node.Status()
+			pm.MatchIndex, pm.LastContactMillis = st.LastLogIndex, contactMillis(st.LastContact)
+			continue
+		}
+		if m.APIAddr == "" {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := s.conn(m.APIAddr)
+			if err != nil {
+				return
+			}
+			sctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+			defer cancel()
+			if st, err := limiterpb.NewAdminClient(c).Status(sctx, &limiterpb.StatusRequest{}); err == nil {
+				pm.MatchIndex = st.GetLastLogIndex()
+				pm.LastContactMillis = lastContactOf(st)
+			}
+		}()
+	}
+	wg.Wait()
+	return resp, nil
+}
+
+// lastContactOf reads a member's own report of when it last heard from the leader.
+func lastContactOf(st *limiterpb.StatusResponse) int64 {
+	if st.GetState() == "Leader" {
+		return 0
+	}
+	for _, m := range st.GetMembers() {
+		if m.GetId() == st.GetNodeId() {
+			return m.GetLastContactMillis()
+		}
+	}
+	return -1
+}
+
+func contactMillis(d time.Duration) int64 {
+	if d < 0 {
+		return -1
+	}
+	return d.Milliseconds()
+}
+
+func suffrage(s string) limiterpb.Suffrage {
+	switch s {
+	case "Nonvoter":
+		return limiterpb.Suffrage_SUFFRAGE_NONVOTER
+	case "Staging":
+		return limiterpb.Suffrage_SUFFRAGE_STAGING
+	}
+	return limiterpb.Suffrage_SUFFRAGE_VOTER
+}
+
+// AddVoter implements Admin.AddVoter (also how a joining node registers).
+func (s *Server) AddVoter(ctx context.Context, req *limiterpb.AddVoterRequest) (*limiterpb.AddVoterResponse, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	if req.GetId() == "" || req.GetRaftAddress() == "" {
+		return nil, invalidArg("id and raft_address are required")
+	}
+	if !s.node.IsLeader() {
+		fctx, c, err := s.leaderConn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return limiterpb.NewAdminClient(c).AddVoter(fctx, req)
+	}
+	if err := s.node.AddVoter(ctx, req.GetId(), req.GetRaftAddress(), req.GetApiAddress()); err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	return &limiterpb.AddVoterResponse{}, nil
+}
+
+// RemoveServer implements Admin.RemoveServer. Removing the leader transfers leadership first
+// and then has the new leader remove it, so the cluster never waits out an election.
+func (s *Server) RemoveServer(ctx context.Context, req *limiterpb.RemoveServerRequest) (*limiterpb.RemoveServerResponse, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	if req.GetId() == "" {
+		return nil, invalidArg("id is required")
+	}
+	if s.node.IsLeader() && req.GetId() == s.node.ID() {
+		if err := s.node.TransferLeadership(ctx, ""); err != nil {
+			return nil, s.toStatus(ctx, err)
+		}
+		if err := s.waitForOtherLeader(ctx); err != nil {
+			return nil, s.toStatus(ctx, err)
+		}
+	}
+	if !s.node.IsLeader() {
+		fctx, c, err := s.leaderConn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return limiterpb.NewAdminClient(c).RemoveServer(fctx, req)
+	}
+	if err := s.node.RemoveServer(ctx, req.GetId()); err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	return &limiterpb.RemoveServerResponse{}, nil
+}
+
+// waitForOtherLeader waits until another node is known as leader with an API address.
+func (s *Server) waitForOtherLeader(ctx context.Context) error {
+	for {
+		if id, addr := s.node.Leader(); id != "" && id != s.node.ID() && addr != "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// TransferLeadership implements Admin.TransferLeadership.
+func (s *Server) TransferLeadership(ctx context.Context, req *limiterpb.TransferLeadershipRequest) (*limiterpb.TransferLeadershipResponse, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	if s.node.Raft().State().String() != "Leader" {
+		fctx, c, err := s.leaderConn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return limiterpb.NewAdminClient(c).TransferLeadership(fctx, req)
+	}
+	if req.GetId() == s.node.ID() {
+		return &limiterpb.TransferLeadershipResponse{LeaderId: s.node.ID()}, nil
+	}
+	if err := s.node.TransferLeadership(ctx, req.GetId()); err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	if err := s.waitForOtherLeader(ctx); err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	id, _ := s.node.Leader()
+	return &limiterpb.TransferLeadershipResponse{LeaderId: id}, nil
+}
+
+// Status implements Admin.Status: this node's own view, never forwarded.
+func (s *Server) Status(ctx context.Context, req *limiterpb.StatusRequest) (*limiterpb.StatusResponse, error) {
+	st := s.node.Status()
+	resp := &limiterpb.StatusResponse{
+		NodeId: st.ID, State: st.State, Term: st.Term, LeaderId: st.LeaderID, LeaderApiAddress: st.LeaderAPI,
+		CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex, LastLogIndex: st.LastLogIndex,
+		Limits: int64(st.FSM.Limits), Buckets: int64(st.FSM.Buckets), RequestIds: int64(st.FSM.RequestIDs),
+		FsmTimeNanos: st.FSM.Clock, RaftAddress: st.RaftAddr, ApiAddress: st.APIAddr,
+	}
+	mctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if members, err := s.node.Members(mctx); err == nil {
+		for _, m := range members {
+			pm := &limiterpb.Member{Id: m.ID, RaftAddress: m.RaftAddr, ApiAddress: m.APIAddr, Leader: m.Leader, Suffrage: suffrage(m.Suffrage), LastContactMillis: -1}
+			if m.ID == st.ID {
+				pm.MatchIndex, pm.LastContactMillis = st.LastLogIndex, contactMillis(st.LastContact)
+			}
+			resp.Members = append(resp.Members, pm)
+		}
+	}
+	return resp, nil
+}

@@ -1,0 +1,205 @@
+// Package server exposes a node over gRPC: the data plane (RateLimiter), the admin plane
+// (Admin), gRPC health and reflection. It validates requests, forwards calls that need the
+// leader, and maps errors to status codes in one place (errors.go).
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/limiterd/limiter/api/limiterpb"
+	"github.com/limiterd/limiter/node"
+)
+
+// DefaultTimeout bounds a call that arrives without a deadline.
+const DefaultTimeout = 10 * time.Second
+
+// Server implements the RateLimiter and Admin gRPC services for one node.
+type Server struct {
+	limiterpb.UnimplementedRateLimiterServer
+	limiterpb.UnimplementedAdminServer
+
+	node   *node.Node
+	log    *slog.Logger
+	health *health.Server
+	join   []string // API addresses to ask for membership when this node has none
+
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn // API address -> connection, for forwarding
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// Options configure a Server.
+type Options struct {
+	// Join lists API addresses of existing members to ask for membership (any member will do).
+	Join   []string
+	Logger *slog.Logger
+}
+
+// New returns a Server for n.
+func New(n *node.Node, opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Server{
+		node: n, log: opts.Logger.With("node", n.ID()), health: health.NewServer(),
+		join: opts.Join, conns: map[string]*grpc.ClientConn{}, stop: make(chan struct{}),
+	}
+}
+
+// Register adds the services (RateLimiter, Admin, health, reflection) to g and starts the
+// background work (registration and health updates). Call Close to stop it.
+func (s *Server) Register(g *grpc.Server) {
+	limiterpb.RegisterRateLimiterServer(g, s)
+	limiterpb.RegisterAdminServer(g, s)
+	healthpb.RegisterHealthServer(g, s.health)
+	reflection.Register(g)
+	s.wg.Add(1)
+	go s.background()
+}
+
+// Close stops background work and closes forwarding connections.
+func (s *Server) Close() {
+	select {
+	case <-s.stop:
+		return
+	default:
+	}
+	close(s.stop)
+	s.wg.Wait()
+	s.health.Shutdown()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for addr, c := range s.conns {
+		c.Close()
+		delete(s.conns, addr)
+	}
+}
+
+// background keeps this node's API address registered in the replicated state (joining the
+// cluster first when asked to) and keeps the health status current.
+func (s *Server) background() {
+	defer s.wg.Done()
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		s.updateHealth()
+		if !s.registered() {
+			s.register()
+		}
+		select {
+		case <-s.stop:
+			return
+		case <-s.node.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Server) registered() bool {
+	return s.node.FSM().Members()[s.node.ID()] == s.node.APIAddr()
+}
+
+// register asks the leader (directly, or through any join address) to add this node as a voter
+// and record its API address. AddVoter is idempotent, so repeating it is harmless.
+func (s *Server) register() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req := &limiterpb.AddVoterRequest{Id: s.node.ID(), RaftAddress: s.node.RaftAddr(), ApiAddress: s.node.APIAddr()}
+	if s.node.IsLeader() {
+		if err := s.node.AddVoter(ctx, req.Id, req.RaftAddress, req.ApiAddress); err != nil {
+			s.log.Debug("register self", "err", err)
+		}
+		return
+	}
+	targets := s.join
+	if _, addr := s.node.Leader(); addr != "" {
+		targets = append([]string{addr}, targets...)
+	}
+	for _, addr := range targets {
+		if addr == s.node.APIAddr() {
+			continue
+		}
+		conn, err := s.conn(addr)
+		if err != nil {
+			continue
+		}
+		if _, err := limiterpb.NewAdminClient(conn).AddVoter(ctx, req); err != nil {
+			s.log.Debug("register via member", "addr", addr, "err", err)
+			continue
+		}
+		s.log.Info("registered with the cluster", "via", addr)
+		return
+	}
+}
+
+func (s *Server) updateHealth() {
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if id, _ := s.node.Leader(); id != "" && s.node.FSM().Stats().Halted == nil {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	s.health.SetServingStatus("", st)
+	s.health.SetServingStatus(limiterpb.RateLimiter_ServiceDesc.ServiceName, st)
+}
+
+// conn returns a cached client connection to a member's API address.
+func (s *Server) conn(addr string) (*grpc.ClientConn, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c, ok := s.conns[addr]; ok {
+		return c, nil
+	}
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	s.conns[addr] = c
+	return c, nil
+}
+
+// leaderConn returns a connection to the leader for forwarding, or an Unavailable status when
+// the leader is unknown or the request was already forwarded once (no forwarding loops).
+func (s *Server) leaderConn(ctx context.Context) (context.Context, *grpc.ClientConn, error) {
+	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(forwardedHeader)) > 0 {
+		return nil, nil, s.unavailable(ctx, node.ErrNotLeader)
+	}
+	_, addr := s.node.Leader()
+	if addr == "" || addr == s.node.APIAddr() {
+		return nil, nil, s.unavailable(ctx, node.ErrNotLeader)
+	}
+	c, err := s.conn(addr)
+	if err != nil {
+		return nil, nil, s.unavailable(ctx, node.ErrNotLeader)
+	}
+	out := metadata.AppendToOutgoingContext(ctx, forwardedHeader, s.node.ID())
+	return out, c, nil
+}
+
+// withTimeout applies DefaultTimeout to calls without a deadline.
+func withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, DefaultTimeout)
+}
+
+// newRequestID returns a random request ID for calls that came without one.
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return "srv-" + hex.EncodeToString(b[:])
+}
