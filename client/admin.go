@@ -1,0 +1,104 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/limiterd/limiter/api/limiterpb"
+)
+
+// admin runs one Admin call with the client's leader discovery and retries.
+func admin[T any](ctx context.Context, c *Client, fn func(ctx context.Context, a limiterpb.AdminClient, o ...grpc.CallOption) (T, error)) (T, error) {
+	var out T
+	err := c.call(ctx, func(ctx context.Context, conn *grpc.ClientConn, o ...grpc.CallOption) (err error) {
+		out, err = fn(ctx, limiterpb.NewAdminClient(conn), o...)
+		return err
+	})
+	return out, err
+}
+
+// SetLimit creates the named limit or changes it live (burst 0 means burst = rate).
+// Setting the same values again is harmless, so it is safe to retry.
+func (c *Client) SetLimit(ctx context.Context, name string, rate int64, per time.Duration, burst int64) (*limiterpb.LimitInfo, error) {
+	req := &limiterpb.SetLimitRequest{Name: name, Rate: rate, PeriodNanos: int64(per), Burst: burst}
+	return admin(ctx, c, func(ctx context.Context, a limiterpb.AdminClient, o ...grpc.CallOption) (*limiterpb.LimitInfo, error) {
+		return a.SetLimit(ctx, req, o...)
+	})
+}
+
+// GetLimit returns the named limit.
+func (c *Client) GetLimit(ctx context.Context, name string) (*limiterpb.LimitInfo, error) {
+	return admin(ctx, c, func(ctx context.Context, a limiterpb.AdminClient, o ...grpc.CallOption) (*limiterpb.LimitInfo, error) {
+		return a.GetLimit(ctx, &limiterpb.GetLimitRequest{Name: name}, o...)
+	})
+}
+
+// ListLimits returns every limit, sorted by name.
+func (c *Client) ListLimits(ctx context.Context) ([]*limiterpb.LimitInfo, error) {
+	resp, err := admin(ctx, c, func(ctx context.Context, a limiterpb.AdminClient, o ...grpc.CallOption) (*limiterpb.ListLimitsResponse, error) {
+		return a.ListLimits(ctx, &limiterpb.ListLimitsRequest{}, o...)
+	})
+	return resp.GetLimits(), err
+}
+
+// DeleteLimit deletes the named limit and its buckets. A retry after a lost reply may answer
+// NotFound, since the first attempt already deleted it.
+func (c *Client) DeleteLimit(ctx context.Context, name string) error {
+	_, err := admin(ctx, c, func(ctx context.Context, a limiterpb.AdminClient, o ...grpc.CallOption) (*limiterpb.DeleteLimitResponse, error) {
+		return a.DeleteLimit(ctx, &limiterpb.DeleteLimitRequest{Name: name}, o...)
+	})
+	return err
+}
+
+// Members lists the cluster's members as the leader sees them.
+func (c *Client) Members(ctx context.Context) ([]*limiterpb.Member, error) {
+	resp, err := admin(ctx, c, func(ctx context.Context, a limiterpb.AdminClient, o ...grpc.CallOption) (*limiterpb.ListMembersResponse, error) {
+		return a.ListMembers(ctx, &limiterpb.ListMembersRequest{}, o...)
+	})
+	return resp.GetMembers(), err
+}
+
+// AddVoter adds a voting member (idempotent).
+func (c *Client) AddVoter(ctx context.Context, id, raftAddr, apiAddr string) error {
+	_, err := admin(ctx, c, func(ctx context.Context, a limiterpb.AdminClient, o ...grpc.CallOption) (*limiterpb.AddVoterResponse, error) {
+		return a.AddVoter(ctx, &limiterpb.AddVoterRequest{Id: id, RaftAddress: raftAddr, ApiAddress: apiAddr}, o...)
+	})
+	return err
+}
+
+// RemoveServer removes a member (transferring leadership first if it is the leader).
+func (c *Client) RemoveServer(ctx context.Context, id string) error {
+	_, err := admin(ctx, c, func(ctx context.Context, a limiterpb.AdminClient, o ...grpc.CallOption) (*limiterpb.RemoveServerResponse, error) {
+		return a.RemoveServer(ctx, &limiterpb.RemoveServerRequest{Id: id}, o...)
+	})
+	return err
+}
+
+// TransferLeadership hands leadership to id, or to any up-to-date voter when id is "", and
+// returns the new leader's ID.
+func (c *Client) TransferLeadership(ctx context.Context, id string) (string, error) {
+	resp, err := admin(ctx, c, func(ctx context.Context, a limiterpb.AdminClient, o ...grpc.CallOption) (*limiterpb.TransferLeadershipResponse, error) {
+		return a.TransferLeadership(ctx, &limiterpb.TransferLeadershipRequest{Id: id}, o...)
+	})
+	c.setLeader("")
+	return resp.GetLeaderId(), err
+}
+
+// Status asks one node, at addr, for its own view (no retries, no redirects).
+func (c *Client) Status(ctx context.Context, addr string) (*limiterpb.StatusResponse, error) {
+	conn, err := c.conn(addr)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := limiterpb.NewAdminClient(conn).Status(ctx, &limiterpb.StatusRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("status of %s: %w", addr, err)
+	}
+	return resp, nil
+}
+
+// Addrs returns the node addresses the client was given.
+func (c *Client) Addrs() []string { return append([]string(nil), c.addrs...) }

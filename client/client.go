@@ -1,0 +1,280 @@
+// Package client is the Go client of limiterd. It takes a list of node addresses, finds the
+// leader, follows the leader hints that followers return, and retries calls that failed with
+// Unavailable or a per-attempt timeout, with backoff and the same request ID, so a take retried
+// across a leader change is applied exactly once.
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	mrand "math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/limiterd/limiter/api/limiterpb"
+)
+
+// LeaderHeader is the trailer in which a node names the leader's address (see server/).
+const LeaderHeader = "x-limiter-leader"
+
+// Never is the RetryAfter of a take whose cost is above the limit's capacity.
+const Never = time.Duration(math.MaxInt64)
+
+// Options configure a Client.
+type Options struct {
+	// RetryFor bounds how long a call keeps retrying (default 30 s). Keep it well under the
+	// cluster's exactly-once window (2 minutes by default): a retry after the window may be
+	// applied again.
+	RetryFor time.Duration
+	// AttemptTimeout bounds one attempt (default 3 s), so a call to a dead or partitioned node
+	// moves on to another.
+	AttemptTimeout time.Duration
+	// DialOptions replace the default (plaintext) dial options.
+	DialOptions []grpc.DialOption
+}
+
+// Client talks to a limiterd cluster. It is safe for concurrent use.
+type Client struct {
+	addrs []string
+	opts  Options
+
+	mu     sync.Mutex
+	conns  map[string]*grpc.ClientConn
+	leader string // the address that last answered as leader or was named as leader
+	next   int    // round-robin position when no leader is known
+}
+
+// New returns a client for the nodes at addrs (host:port). It does not connect until used.
+func New(addrs []string, opts Options) (*Client, error) {
+	var clean []string
+	for _, a := range addrs {
+		if a = strings.TrimSpace(a); a != "" {
+			clean = append(clean, a)
+		}
+	}
+	if len(clean) == 0 {
+		return nil, errors.New("client: no node addresses given")
+	}
+	if opts.RetryFor <= 0 {
+		opts.RetryFor = 30 * time.Second
+	}
+	if opts.AttemptTimeout <= 0 {
+		opts.AttemptTimeout = 3 * time.Second
+	}
+	if opts.DialOptions == nil {
+		opts.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	return &Client{addrs: clean, opts: opts, conns: map[string]*grpc.ClientConn{}}, nil
+}
+
+// Close closes all connections.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var errs []error
+	for a, conn := range c.conns {
+		errs = append(errs, conn.Close())
+		delete(c.conns, a)
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if conn, ok := c.conns[addr]; ok {
+		return conn, nil
+	}
+	conn, err := grpc.NewClient(addr, c.opts.DialOptions...)
+	if err != nil {
+		return nil, fmt.Errorf("client: dial %s: %w", addr, err)
+	}
+	c.conns[addr] = conn
+	return conn, nil
+}
+
+// target picks the node for the next attempt: the known leader, else the next in turn.
+func (c *Client) target() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.leader != "" {
+		return c.leader
+	}
+	a := c.addrs[c.next%len(c.addrs)]
+	c.next++
+	return a
+}
+
+func (c *Client) setLeader(addr string) {
+	c.mu.Lock()
+	c.leader = addr
+	c.mu.Unlock()
+}
+
+// retryable reports whether a failed attempt may be repeated: the node could not serve
+// (Unavailable), or the attempt ran out of time while the caller's context still has some.
+func retryable(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted, codes.ResourceExhausted:
+		return true
+	}
+	return false
+}
+
+// call runs fn against the cluster with leader discovery and retries. fn must be idempotent:
+// takes are, because they carry one request ID across every attempt.
+func (c *Client) call(ctx context.Context, fn func(ctx context.Context, conn *grpc.ClientConn, opts ...grpc.CallOption) error) error {
+	deadline := time.Now().Add(c.opts.RetryFor)
+	backoff := 5 * time.Millisecond
+	var last error
+	for attempt := 0; ; attempt++ {
+		addr := c.target()
+		conn, err := c.conn(addr)
+		if err != nil {
+			return err
+		}
+		actx, cancel := context.WithTimeout(ctx, c.opts.AttemptTimeout)
+		var trailer metadata.MD
+		err = fn(actx, conn, grpc.Trailer(&trailer))
+		cancel()
+		if err == nil {
+			c.setLeader(addr)
+			return nil
+		}
+		last = err
+		if !retryable(ctx, err) {
+			return err
+		}
+		if hint := trailer.Get(LeaderHeader); len(hint) > 0 && hint[0] != addr {
+			c.setLeader(hint[0])
+			if attempt < 2*len(c.addrs) {
+				continue // a named leader: go there at once
+			}
+		} else {
+			c.setLeader("") // try the next node
+		}
+		if time.Now().Add(backoff).After(deadline) {
+			return fmt.Errorf("client: gave up after %d attempts: %w", attempt+1, last)
+		}
+		t := time.NewTimer(backoff/2 + mrand.N(backoff/2+1))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("client: %w (last error: %v)", ctx.Err(), last)
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 500*time.Millisecond)
+	}
+}
+
+// NewRequestID returns a random request ID (128 bits, hex).
+func NewRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Decision is the answer for one bucket.
+type Decision struct {
+	Allowed    bool
+	Remaining  int64
+	Limit      int64
+	RetryAfter time.Duration // Never when the cost is above capacity
+	ResetAfter time.Duration
+}
+
+func fromPB(d *limiterpb.Decision) Decision {
+	retry := time.Duration(d.GetRetryAfterNanos())
+	if d.GetRetryAfterNanos() < 0 {
+		retry = Never
+	}
+	return Decision{Allowed: d.GetAllowed(), Remaining: d.GetRemaining(), Limit: d.GetLimit(), RetryAfter: retry, ResetAfter: time.Duration(d.GetResetAfterNanos())}
+}
+
+// TakeResult is a Take's decision and whether it was a replay of an earlier attempt.
+type TakeResult struct {
+	Decision
+	Replayed  bool
+	RequestID string
+}
+
+// Take consumes cost tokens (0 means 1) for key under limit. requestID may be "" for a fresh
+// random one; pass your own to make retries of your own across process restarts exactly-once.
+func (c *Client) Take(ctx context.Context, limit, key string, cost int64, requestID string) (TakeResult, error) {
+	if requestID == "" {
+		requestID = NewRequestID()
+	}
+	req := &limiterpb.TakeRequest{Limit: limit, Key: key, Cost: cost, RequestId: requestID}
+	var resp *limiterpb.TakeResponse
+	err := c.call(ctx, func(ctx context.Context, conn *grpc.ClientConn, o ...grpc.CallOption) (err error) {
+		resp, err = limiterpb.NewRateLimiterClient(conn).Take(ctx, req, o...)
+		return err
+	})
+	if err != nil {
+		return TakeResult{RequestID: requestID}, err
+	}
+	return TakeResult{Decision: fromPB(resp.GetDecision()), Replayed: resp.GetReplayed(), RequestID: requestID}, nil
+}
+
+// Item is one take in a TakeMany call.
+type Item struct {
+	Limit string
+	Key   string
+	Cost  int64
+}
+
+// TakeMany applies several independent takes in one call and one log entry.
+func (c *Client) TakeMany(ctx context.Context, items []Item, requestID string) ([]Decision, bool, error) {
+	if requestID == "" {
+		requestID = NewRequestID()
+	}
+	req := &limiterpb.TakeManyRequest{RequestId: requestID}
+	for _, it := range items {
+		req.Items = append(req.Items, &limiterpb.TakeItem{Limit: it.Limit, Key: it.Key, Cost: it.Cost})
+	}
+	var resp *limiterpb.TakeManyResponse
+	err := c.call(ctx, func(ctx context.Context, conn *grpc.ClientConn, o ...grpc.CallOption) (err error) {
+		resp, err = limiterpb.NewRateLimiterClient(conn).TakeMany(ctx, req, o...)
+		return err
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	out := make([]Decision, len(resp.GetDecisions()))
+	for i, d := range resp.GetDecisions() {
+		out[i] = fromPB(d)
+	}
+	return out, resp.GetReplayed(), nil
+}
+
+// Peek reports a bucket's state for a take of cost without consuming anything. With stale, the
+// first node reached answers from its local state and staleness says how far it may lag.
+func (c *Client) Peek(ctx context.Context, limit, key string, cost int64, stale bool) (Decision, time.Duration, error) {
+	req := &limiterpb.PeekRequest{Limit: limit, Key: key, Cost: cost}
+	if stale {
+		req.Consistency = limiterpb.Consistency_CONSISTENCY_STALE
+	}
+	var resp *limiterpb.PeekResponse
+	err := c.call(ctx, func(ctx context.Context, conn *grpc.ClientConn, o ...grpc.CallOption) (err error) {
+		resp, err = limiterpb.NewRateLimiterClient(conn).Peek(ctx, req, o...)
+		return err
+	})
+	if err != nil {
+		return Decision{}, 0, err
+	}
+	return fromPB(resp.GetDecision()), time.Duration(resp.GetStalenessNanos()), nil
+}

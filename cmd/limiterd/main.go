@@ -1,0 +1,157 @@
+// Command limiterd runs a member of a Raft-replicated token-bucket rate limiter, or, with
+// `limiterd dev`, a whole 3-node cluster on 127.0.0.1 in one process.
+//
+// Every flag can also be given as an environment variable: LIMITERD_ plus the flag name in
+// upper case with dashes as underscores (--data-dir is LIMITERD_DATA_DIR). A flag on the
+// command line wins over the environment.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/limiterd/limiter/node"
+	"github.com/limiterd/limiter/server"
+)
+
+func main() {
+	if err := newRootCmd(os.Stdout, os.Stderr).Execute(); err != nil {
+		fmt.Fprintf(os.Stderr, "limiterd: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// nodeFlags are the flags of one member.
+type nodeFlags struct {
+	id, raftAddr, raftBind, apiAddr, apiAdvertise, dataDir, bootstrap, join string
+	logLevel, logFormat, raftLogLevel                                       string
+	heartbeat                                                               time.Duration
+}
+
+func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
+	var f nodeFlags
+	root := &cobra.Command{
+		Use:   "limiterd",
+		Short: "Run a member of a Raft-replicated, strongly consistent rate limiter",
+		Long: `limiterd runs one member of a limiter cluster. Start three (or five) with the same
+--bootstrap list to create a cluster; later members --join it. A member restarted on its data dir
+rejoins with its state; no bootstrap or join flag is needed then.
+
+Every flag may be set as LIMITERD_<FLAG> in the environment (e.g. LIMITERD_DATA_DIR).
+For a local 3-node cluster in one process, run: limiterd dev`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return bindEnv(cmd.Flags(), "LIMITERD")
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runNode(cmd.Context(), f, stdout, stderr)
+		},
+	}
+	fl := root.Flags()
+	fl.StringVar(&f.id, "id", "", "this node's stable ID (required)")
+	fl.StringVar(&f.raftAddr, "raft-addr", "", "Raft address advertised to peers, host:port (required)")
+	fl.StringVar(&f.raftBind, "raft-bind", "", "Raft listen address when it differs from --raft-addr (e.g. 0.0.0.0:7000)")
+	fl.StringVar(&f.apiAddr, "api-addr", "127.0.0.1:7400", "gRPC listen address")
+	fl.StringVar(&f.apiAdvertise, "api-advertise", "", "gRPC address other nodes and clients use to reach this one (default --api-addr)")
+	fl.StringVar(&f.dataDir, "data-dir", "", "directory for the Raft log, snapshots and node.json (required)")
+	fl.StringVar(&f.bootstrap, "bootstrap", "", "create a new cluster with these voters: id=raft-host:port,... (must include this node; ignored when the data dir has state)")
+	fl.StringVar(&f.join, "join", "", "join an existing cluster by asking any of these members' gRPC addresses: host:port,...")
+	addLogFlags(fl, &f)
+	fl.DurationVar(&f.heartbeat, "heartbeat-timeout", time.Second, "Raft heartbeat and election timeout")
+
+	root.AddCommand(newDevCmd(stdout, stderr))
+	return root
+}
+
+func addLogFlags(fl *pflag.FlagSet, f *nodeFlags) {
+	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fl.StringVar(&f.raftLogLevel, "raft-log-level", "warn", "log level of the Raft library")
+}
+
+// bindEnv fills every flag not given on the command line from PREFIX_FLAG_NAME.
+func bindEnv(fs *pflag.FlagSet, prefix string) error {
+	var err error
+	fs.VisitAll(func(fl *pflag.Flag) {
+		if fl.Changed || err != nil {
+			return
+		}
+		env := prefix + "_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok {
+			if e := fs.Set(fl.Name, v); e != nil {
+				err = fmt.Errorf("%s=%q: %w", env, v, e)
+			}
+		}
+	})
+	return err
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+func runNode(ctx context.Context, f nodeFlags, stdout, stderr io.Writer) error {
+	log, err := newLogger(stderr, f.logLevel, f.logFormat)
+	if err != nil {
+		return err
+	}
+	for name, v := range map[string]string{"--id": f.id, "--raft-addr": f.raftAddr, "--data-dir": f.dataDir} {
+		if v == "" {
+			return fmt.Errorf("%s is required (or LIMITERD_%s)", name, strings.ToUpper(strings.ReplaceAll(name[2:], "-", "_")))
+		}
+	}
+	cfg := node.DefaultConfig()
+	cfg.ID, cfg.RaftAddr, cfg.RaftBind, cfg.DataDir = f.id, f.raftAddr, f.raftBind, f.dataDir
+	cfg.APIAddr = f.apiAdvertise
+	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = f.heartbeat, f.heartbeat, f.heartbeat/2
+	cfg.RaftLogOutput, cfg.RaftLogLevel = stderr, f.raftLogLevel
+	if f.bootstrap != "" {
+		if cfg.Bootstrap, err = node.ParsePeers(f.bootstrap); err != nil {
+			return fmt.Errorf("--bootstrap: %w", err)
+		}
+	}
+	var join []string
+	if f.join != "" {
+		if f.bootstrap != "" {
+			return fmt.Errorf("--bootstrap and --join are exclusive")
+		}
+		cfg.Join = true
+		for _, a := range strings.Split(f.join, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				join = append(join, a)
+			}
+		}
+	}
+	in, err := server.StartInstance(server.InstanceConfig{Node: cfg, APIListen: f.apiAddr, Join: join, Logger: log})
+	if err != nil {
+		return err
+	}
+	log.Info("limiterd serving", "node", cfg.ID, "api", in.APIAddr(), "raft", in.Node.RaftAddr(), "data_dir", cfg.DataDir)
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
+	log.Info("shutting down", "node", cfg.ID)
+	return in.Stop(5 * time.Second)
+}
