@@ -1,0 +1,243 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/limiterd/limiter/client"
+	"github.com/limiterd/limiter/node"
+	"github.com/limiterd/limiter/server"
+)
+
+// member is one slot of a test cluster: fixed addresses and data dir across restarts.
+type member struct {
+	id       string
+	raftAddr string
+	apiAddr  string
+	dir      string
+	in       *server.Instance // nil while stopped
+}
+
+// cluster is a set of limiterd members in this process, on 127.0.0.1.
+type cluster struct {
+	t       *testing.T
+	members []*member
+	peers   []node.Peer
+}
+
+// freeAddrs reserves n distinct loopback ports (listen on :0, then release).
+func freeAddrs(t *testing.T, n int) []string {
+	t.Helper()
+	var out []string
+	var lns []net.Listener
+	for i := 0; i < n; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("reserve port: %v", err)
+		}
+		lns = append(lns, ln)
+		out = append(out, ln.Addr().String())
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return out
+}
+
+func testLogger() *slog.Logger {
+	if os.Getenv("LIMITER_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// mustStartCluster starts n bootstrapped members and waits for a ready leader known to all.
+func mustStartCluster(t *testing.T, n int) *cluster {
+	t.Helper()
+	addrs := freeAddrs(t, 2*n)
+	c := &cluster{t: t}
+	for i := 0; i < n; i++ {
+		m := &member{id: fmt.Sprintf("n%d", i+1), raftAddr: addrs[2*i], apiAddr: addrs[2*i+1], dir: filepath.Join(t.TempDir(), fmt.Sprintf("n%d", i+1))}
+		c.members = append(c.members, m)
+		c.peers = append(c.peers, node.Peer{ID: m.id, RaftAddr: m.raftAddr})
+	}
+	t.Cleanup(c.stopAll)
+	for i := range c.members {
+		c.mustStart(i)
+	}
+	c.waitLeader()
+	return c
+}
+
+func (c *cluster) nodeConfig(m *member) node.Config {
+	cfg := node.DefaultConfig()
+	cfg.ID, cfg.RaftAddr, cfg.APIAddr, cfg.DataDir = m.id, m.raftAddr, m.apiAddr, m.dir
+	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 500*time.Millisecond, 500*time.Millisecond, 250*time.Millisecond
+	cfg.RaftLogOutput = io.Discard
+	if os.Getenv("LIMITER_TEST_LOG") != "" {
+		cfg.RaftLogOutput = os.Stderr
+	}
+	return cfg
+}
+
+// mustStart starts (or restarts, from its data dir) member i.
+func (c *cluster) mustStart(i int) {
+	c.t.Helper()
+	m := c.members[i]
+	cfg := c.nodeConfig(m)
+	cfg.Bootstrap = c.peers
+	var err error
+	for attempt := 0; attempt < 50; attempt++ { // a just-closed port may linger briefly
+		m.in, err = server.StartInstance(server.InstanceConfig{Node: cfg, APIListen: m.apiAddr, Logger: testLogger()})
+		if err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.t.Fatalf("start %s: %v", m.id, err)
+}
+
+// mustJoin starts a new member that joins through the existing members.
+func (c *cluster) mustJoin(id string) *member {
+	c.t.Helper()
+	addrs := freeAddrs(c.t, 2)
+	m := &member{id: id, raftAddr: addrs[0], apiAddr: addrs[1], dir: filepath.Join(c.t.TempDir(), id)}
+	cfg := c.nodeConfig(m)
+	cfg.Join = true
+	var join []string
+	for _, o := range c.members {
+		if o.in != nil {
+			join = append(join, o.apiAddr)
+		}
+	}
+	var err error
+	m.in, err = server.StartInstance(server.InstanceConfig{Node: cfg, APIListen: m.apiAddr, Join: join, Logger: testLogger()})
+	if err != nil {
+		c.t.Fatalf("start %s: %v", id, err)
+	}
+	c.members = append(c.members, m)
+	return m
+}
+
+// stop stops member i (in-flight calls get a short grace).
+func (c *cluster) stop(i int) {
+	c.t.Helper()
+	m := c.members[i]
+	if m.in == nil {
+		return
+	}
+	if err := m.in.Stop(time.Second); err != nil {
+		c.t.Logf("stop %s: %v", m.id, err)
+	}
+	m.in = nil
+}
+
+func (c *cluster) stopAll() {
+	for i := range c.members {
+		c.stop(i)
+	}
+}
+
+// waitLeader waits for a ready leader whose API address every running member knows, and
+// returns its index.
+func (c *cluster) waitLeader() int {
+	c.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		for i, m := range c.members {
+			if m.in == nil || !m.in.Node.IsLeader() {
+				continue
+			}
+			all := true
+			for _, o := range c.members {
+				if o.in == nil {
+					continue
+				}
+				if id, addr := o.in.Node.Leader(); id != m.id || addr == "" {
+					all = false
+				}
+			}
+			if all {
+				return i
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.t.Fatalf("no leader known to every running member within 20s")
+	return -1
+}
+
+// follower returns the index of a running member that is not the leader.
+func (c *cluster) follower() int {
+	c.t.Helper()
+	l := c.waitLeader()
+	for i, m := range c.members {
+		if i != l && m.in != nil {
+			return i
+		}
+	}
+	c.t.Fatalf("no running follower")
+	return -1
+}
+
+// apiAddrs lists the API addresses of all members (running or not), as a client would know them.
+func (c *cluster) apiAddrs() []string {
+	var out []string
+	for _, m := range c.members {
+		out = append(out, m.apiAddr)
+	}
+	return out
+}
+
+// mustClient returns a client for the given addresses (all members when none are given).
+func (c *cluster) mustClient(addrs ...string) *client.Client {
+	c.t.Helper()
+	if len(addrs) == 0 {
+		addrs = c.apiAddrs()
+	}
+	cl, err := client.New(addrs, client.Options{RetryFor: 20 * time.Second, AttemptTimeout: 2 * time.Second})
+	if err != nil {
+		c.t.Fatalf("client: %v", err)
+	}
+	c.t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func mustSetLimit(t *testing.T, cl *client.Client, name string, rate int64, per time.Duration, burst int64) {
+	t.Helper()
+	if _, err := cl.SetLimit(ctxT(t, 20*time.Second), name, rate, per, burst); err != nil {
+		t.Fatalf("set limit %s: %v", name, err)
+	}
+}
+
+func mustTake(t *testing.T, cl *client.Client, limit, key string, cost int64, id string) client.TakeResult {
+	t.Helper()
+	res, err := cl.Take(ctxT(t, 30*time.Second), limit, key, cost, id)
+	if err != nil {
+		t.Fatalf("take %s/%s: %v", limit, key, err)
+	}
+	return res
+}
+
+func mustPeek(t *testing.T, cl *client.Client, limit, key string) client.Decision {
+	t.Helper()
+	d, _, err := cl.Peek(ctxT(t, 30*time.Second), limit, key, 1, false)
+	if err != nil {
+		t.Fatalf("peek %s/%s: %v", limit, key, err)
+	}
+	return d
+}
