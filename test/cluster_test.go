@@ -367,5 +367,3 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 	t.Fatalf("timed out after %v waiting for %s", d, what)
 }
-
-
