@@ -1,0 +1,209 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/limiterd/limiter/api/limiterpb"
+	"github.com/limiterd/limiter/client"
+)
+
+const (
+	// nodeStatusTimeout bounds the Status call to one node, so a dead node does not hold up
+	// the report.
+	nodeStatusTimeout = 2 * time.Second
+	// statusLimitsTimeout bounds the ListLimits call under the table, which needs a leader.
+	statusLimitsTimeout = 3 * time.Second
+)
+
+// statusCmd builds `status`.
+func (a *app) statusCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show every node's own view of the cluster, and the limits",
+		Long: `Ask every node in --addr, concurrently, for its own view of the cluster and print one row
+per node: node ID, address, Raft state, term, leader, commit/applied/last log index, lag (the
+leader's last log index minus this node's applied index; "-" when no leader answered), and the
+number of limits, buckets and recorded request IDs. Nodes that do not answer within 2s are
+shown as unreachable. The limits are listed under the table when a leader can be reached.
+
+With -o json: {"nodes": [...], "limits": [...]} (plus "limits_error" when the limits could not
+be listed); unreachable nodes have "reachable": false and an "error".
+
+Exit status:
+  0  at least one node answered
+  1  no node answered, or bad flags or arguments`,
+		Args: exactArgs(),
+		RunE: a.run(func(ctx context.Context, c *client.Client, _ []string) error {
+			addrs := c.Addrs()
+			resps, errs := fetchStatuses(ctx, c, addrs)
+			rep := buildStatusReport(addrs, resps, errs)
+			if rep.answered() {
+				lctx, cancel := context.WithTimeout(ctx, statusLimitsTimeout)
+				lis, err := c.ListLimits(lctx)
+				cancel()
+				rep.Limits = limitsJSONOf(lis)
+				if err != nil {
+					rep.LimitsError = errorMessage(err)
+				}
+			}
+			if err := a.emit(rep, func(w io.Writer) error { return writeStatusText(w, rep) }); err != nil {
+				return err
+			}
+			if !rep.answered() {
+				return fmt.Errorf("no node answered (tried %s)", strings.Join(addrs, ", "))
+			}
+			return nil
+		}),
+	}
+}
+
+// fetchStatuses asks every node in addrs for its status concurrently, each call bounded by
+// nodeStatusTimeout, and returns the answers and errors by position in addrs.
+func fetchStatuses(ctx context.Context, c *client.Client, addrs []string) ([]*limiterpb.StatusResponse, []error) {
+	resps := make([]*limiterpb.StatusResponse, len(addrs))
+	errs := make([]error, len(addrs))
+	var wg sync.WaitGroup
+	for i, addr := range addrs {
+		wg.Go(func() {
+			nctx, cancel := context.WithTimeout(ctx, nodeStatusTimeout)
+			defer cancel()
+			resps[i], errs[i] = c.Status(nctx, addr)
+		})
+	}
+	wg.Wait()
+	return resps, errs
+}
+
+// nodeStatus is one node's row in the status report. Lag is nil when no leader answered.
+type nodeStatus struct {
+	Address          string  `json:"address"`
+	Reachable        bool    `json:"reachable"`
+	Error            string  `json:"error,omitempty"`
+	NodeID           string  `json:"node_id"`
+	State            string  `json:"state"`
+	Term             uint64  `json:"term"`
+	LeaderID         string  `json:"leader_id"`
+	LeaderAPIAddress string  `json:"leader_api_address"`
+	CommitIndex      uint64  `json:"commit_index"`
+	AppliedIndex     uint64  `json:"applied_index"`
+	LastLogIndex     uint64  `json:"last_log_index"`
+	Lag              *uint64 `json:"lag"`
+	Limits           int64   `json:"limits"`
+	Buckets          int64   `json:"buckets"`
+	RequestIDs       int64   `json:"request_ids"`
+	RaftAddress      string  `json:"raft_address"`
+	APIAddress       string  `json:"api_address"`
+}
+
+// statusReport is the answer of `status`.
+type statusReport struct {
+	Nodes       []nodeStatus `json:"nodes"`
+	Limits      []limitJSON  `json:"limits"`
+	LimitsError string       `json:"limits_error,omitempty"`
+}
+
+// answered reports whether at least one node answered.
+func (r statusReport) answered() bool {
+	for _, n := range r.Nodes {
+		if n.Reachable {
+			return true
+		}
+	}
+	return false
+}
+
+// buildStatusReport turns the answers (or errors) of the nodes at addrs into report rows. The
+// lag of a node is the leader's last log index minus the node's applied index (never below
+// 0, as the answers are not taken at the same instant); the leader is the answering node in
+// state Leader with the highest term.
+func buildStatusReport(addrs []string, resps []*limiterpb.StatusResponse, errs []error) statusReport {
+	var leader *limiterpb.StatusResponse
+	for _, r := range resps {
+		if r != nil && r.GetState() == "Leader" && (leader == nil || r.GetTerm() > leader.GetTerm()) {
+			leader = r
+		}
+	}
+	rep := statusReport{Nodes: make([]nodeStatus, len(addrs)), Limits: []limitJSON{}}
+	for i, addr := range addrs {
+		r := resps[i]
+		if r == nil {
+			err := errs[i]
+			if err == nil {
+				err = errors.New("no answer")
+			}
+			rep.Nodes[i] = nodeStatus{Address: addr, Error: strings.TrimPrefix(errorMessage(err), "status of "+addr+": ")}
+			continue
+		}
+		n := nodeStatus{
+			Address: addr, Reachable: true, NodeID: r.GetNodeId(), State: r.GetState(), Term: r.GetTerm(),
+			LeaderID: r.GetLeaderId(), LeaderAPIAddress: r.GetLeaderApiAddress(),
+			CommitIndex: r.GetCommitIndex(), AppliedIndex: r.GetAppliedIndex(), LastLogIndex: r.GetLastLogIndex(),
+			Limits: r.GetLimits(), Buckets: r.GetBuckets(), RequestIDs: r.GetRequestIds(),
+			RaftAddress: r.GetRaftAddress(), APIAddress: r.GetApiAddress(),
+		}
+		if leader != nil {
+			var lag uint64
+			if last := leader.GetLastLogIndex(); last > r.GetAppliedIndex() {
+				lag = last - r.GetAppliedIndex()
+			}
+			n.Lag = &lag
+		}
+		rep.Nodes[i] = n
+	}
+	return rep
+}
+
+// writeStatusText writes the report for people: the node table, the errors of unreachable
+// nodes, then the limits.
+func writeStatusText(w io.Writer, rep statusReport) error {
+	header := []string{"NODE", "ADDRESS", "STATE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAST", "LAG", "LIMITS", "BUCKETS", "REQUEST_IDS"}
+	rows := make([][]string, 0, len(rep.Nodes))
+	var failures []string
+	for _, n := range rep.Nodes {
+		if !n.Reachable {
+			rows = append(rows, []string{"-", n.Address, "unreachable", "-", "-", "-", "-", "-", "-", "-", "-", "-"})
+			failures = append(failures, n.Address+": "+n.Error)
+			continue
+		}
+		lag := "-"
+		if n.Lag != nil {
+			lag = fmt.Sprint(*n.Lag)
+		}
+		rows = append(rows, []string{
+			n.NodeID, n.Address, n.State, fmt.Sprint(n.Term), orDash(n.LeaderID),
+			fmt.Sprint(n.CommitIndex), fmt.Sprint(n.AppliedIndex), fmt.Sprint(n.LastLogIndex), lag,
+			fmt.Sprint(n.Limits), fmt.Sprint(n.Buckets), fmt.Sprint(n.RequestIDs),
+		})
+	}
+	if err := writeTable(w, header, rows); err != nil {
+		return err
+	}
+	if len(failures) > 0 {
+		fmt.Fprintf(w, "\nunreachable:\n  %s\n", strings.Join(failures, "\n  "))
+	}
+	if !rep.answered() {
+		return nil
+	}
+	fmt.Fprintln(w)
+	switch {
+	case rep.LimitsError != "":
+		_, err := fmt.Fprintf(w, "limits: not available: %s\n", rep.LimitsError)
+		return err
+	case len(rep.Limits) == 0:
+		_, err := fmt.Fprintln(w, "no limits")
+		return err
+	}
+	rows = rows[:0]
+	for _, l := range rep.Limits {
+		rows = append(rows, []string{l.Name, fmt.Sprint(l.Rate), l.Period, fmt.Sprint(l.Burst), fmt.Sprint(l.Buckets)})
+	}
+	return writeTable(w, []string{"LIMIT", "RATE", "PER", "BURST", "BUCKETS"}, rows)
+}
