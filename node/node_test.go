@@ -1,0 +1,175 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/limiterd/limiter/fsm"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("reserve port: %v", err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func testConfig(t *testing.T, id, dir string) Config {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.ID, cfg.RaftAddr, cfg.DataDir, cfg.APIAddr = id, freeAddr(t), dir, "127.0.0.1:1"
+	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.RaftLogOutput = io.Discard
+	return cfg
+}
+
+// mustStartSingle bootstraps a one-node cluster and waits until it is a ready leader.
+func mustStartSingle(t *testing.T, cfg Config) *Node {
+	t.Helper()
+	cfg.Bootstrap = []Peer{{ID: cfg.ID, RaftAddr: cfg.RaftAddr}}
+	n, err := Start(cfg)
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	t.Cleanup(func() { n.Shutdown() })
+	deadline := time.Now().Add(10 * time.Second)
+	for !n.IsLeader() {
+		if time.Now().After(deadline) {
+			t.Fatalf("single node did not become a ready leader")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return n
+}
+
+func TestStart_EmptyDataDirWithoutBootstrapOrJoinIsRefused(t *testing.T) {
+	cfg := testConfig(t, "n1", t.TempDir())
+	_, err := Start(cfg)
+	if !errors.Is(err, ErrNoState) || !strings.Contains(err.Error(), cfg.DataDir) {
+		t.Fatalf("got %v, want ErrNoState naming %s", err, cfg.DataDir)
+	}
+}
+
+func TestStart_DataDirOfAnotherNodeIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	n := mustStartSingle(t, testConfig(t, "n1", dir))
+	if err := n.Shutdown(); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	_, err := Start(testConfig(t, "n2", dir))
+	if !errors.Is(err, ErrWrongNode) || !strings.Contains(err.Error(), "node.json") {
+		t.Fatalf("got %v, want ErrWrongNode naming node.json", err)
+	}
+}
+
+func TestStart_CorruptLogFileIsRefusedWithItsName(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "raft.db"), []byte("this is not a bolt database, just garbage bytes......"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, "n1", dir)
+	cfg.Bootstrap = []Peer{{ID: "n1", RaftAddr: cfg.RaftAddr}}
+	_, err := Start(cfg)
+	if err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "raft.db")) {
+		t.Fatalf("got %v, want an error naming raft.db", err)
+	}
+}
+
+func TestStart_RestartKeepsStateWithoutBootstrap(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(t, "n1", dir)
+	n := mustStartSingle(t, cfg)
+	ctx := context.Background()
+	if resp, err := n.Propose(ctx, fsm.Command{Kind: fsm.KindSetLimit, Limit: fsm.LimitSpec{Name: "l", Rate: 1, Period: time.Hour, Burst: 10}}); err != nil || resp.Err != nil {
+		t.Fatalf("set limit: %v %v", err, resp)
+	}
+	out, err := n.Take(ctx, fsm.Take{RequestID: "r1", Items: []fsm.Item{{Limit: "l", Key: "k", Cost: 4}}})
+	if err != nil || out.Err != nil || !out.Results[0].Allowed {
+		t.Fatalf("take: %v %+v", err, out)
+	}
+	if err := n.Shutdown(); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	cfg.Bootstrap = nil // a restart needs no bootstrap
+	n2, err := Start(cfg)
+	if err != nil {
+		t.Fatalf("restart: %v", err)
+	}
+	defer n2.Shutdown()
+	deadline := time.Now().Add(10 * time.Second)
+	for !n2.IsLeader() {
+		if time.Now().After(deadline) {
+			t.Fatalf("restarted node did not lead")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	res, _, err := n2.Peek(ctx, "l", "k", 1, false)
+	if err != nil || res.Remaining != 6 {
+		t.Fatalf("peek after restart: %+v %v, want 6 remaining", res, err)
+	}
+	again, err := n2.Take(ctx, fsm.Take{RequestID: "r1", Items: []fsm.Item{{Limit: "l", Key: "k", Cost: 4}}})
+	if err != nil || !again.Replayed {
+		t.Fatalf("retry after restart: %+v %v, want replayed", again, err)
+	}
+}
+
+func TestConfig_ValidateRejectsInconsistentFields(t *testing.T) {
+	base := testConfig(t, "n1", t.TempDir())
+	cases := map[string]func(c *Config){
+		"no id":                  func(c *Config) { c.ID = "" },
+		"no data dir":            func(c *Config) { c.DataDir = "" },
+		"bootstrap and join":     func(c *Config) { c.Bootstrap = []Peer{{ID: "n1", RaftAddr: c.RaftAddr}}; c.Join = true },
+		"bootstrap without self": func(c *Config) { c.Bootstrap = []Peer{{ID: "n2", RaftAddr: "127.0.0.1:9"}} },
+		"bootstrap other addr":   func(c *Config) { c.Bootstrap = []Peer{{ID: "n1", RaftAddr: "127.0.0.1:9"}} },
+		"lease above heartbeat":  func(c *Config) { c.LeaderLeaseTimeout = 2 * c.HeartbeatTimeout },
+	}
+	for name, mutate := range cases {
+		t.Run(name, func(t *testing.T) {
+			c := base
+			mutate(&c)
+			if err := c.Validate(); err == nil {
+				t.Fatalf("Validate accepted %s", name)
+			}
+		})
+	}
+}
+
+func TestParsePeers(t *testing.T) {
+	ps, err := ParsePeers("n1=127.0.0.1:1, n2=127.0.0.1:2")
+	if err != nil || len(ps) != 2 || ps[1].ID != "n2" || ps[1].RaftAddr != "127.0.0.1:2" {
+		t.Fatalf("got %+v %v", ps, err)
+	}
+	for _, bad := range []string{"n1", "=127.0.0.1:1", "n1=nohost", "n1=127.0.0.1:1,n1=127.0.0.1:2", "n1=127.0.0.1:1,n2=127.0.0.1:1"} {
+		if _, err := ParsePeers(bad); err == nil {
+			t.Errorf("ParsePeers(%q) accepted", bad)
+		}
+	}
+}
+
+func TestStampClock_WallClockStepDoesNotMoveStamps(t *testing.T) {
+	var c stampClock
+	start := time.Unix(1000, 0)
+	c.anchor(0, start)
+	// The wall clock is stepped back an hour, but time.Time's monotonic reading is what Sub uses
+	// for real clocks; here we model the anchor: stamps follow elapsed time from the anchor.
+	if got := c.stamp(start.Add(50 * time.Millisecond)); got != start.UnixNano()+int64(50*time.Millisecond) {
+		t.Fatalf("stamp %d", got)
+	}
+	// A log clock ahead of the wall clock wins at the anchor: a slow new leader never stalls.
+	c.anchor(start.UnixNano()+int64(time.Hour), start)
+	if got := c.stamp(start.Add(time.Second)); got != start.UnixNano()+int64(time.Hour+time.Second) {
+		t.Fatalf("stamp after anchoring behind the log clock: %d", got)
+	}
+}
