@@ -1,16 +1,23 @@
 package test
 
 import (
+	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/limiterd/limiter/api/limiterpb"
 	"github.com/limiterd/limiter/client"
+	"github.com/limiterd/limiter/server"
 )
 
 func TestCluster_TakeAndPeekThroughLeaderAndFollower(t *testing.T) {
@@ -366,4 +373,68 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("timed out after %v waiting for %s", d, what)
+}
+
+func TestCluster_AlreadyForwardedRequestGetsUnavailableWithLeaderHint(t *testing.T) {
+	c := mustStartCluster(t, 3)
+	l := c.waitLeader()
+	f := c.follower()
+	conn, err := grpc.NewClient(c.members[f].apiAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// A request that was already forwarded once is never forwarded again (no loops): the
+	// follower answers Unavailable and names the leader.
+	ctx := metadata.AppendToOutgoingContext(ctxT(t, 5*time.Second), "x-limiter-forwarded", "test")
+	var trailer metadata.MD
+	_, err = limiterpb.NewRateLimiterClient(conn).Take(ctx, &limiterpb.TakeRequest{Limit: "x", Key: "k"}, grpc.Trailer(&trailer))
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("got %v, want Unavailable", err)
+	}
+	if got := trailer.Get(server.LeaderHeader); len(got) != 1 || got[0] != c.members[l].apiAddr {
+		t.Fatalf("leader hint %v, want %s", got, c.members[l].apiAddr)
+	}
+	if !strings.Contains(status.Convert(err).Message(), c.members[l].apiAddr) {
+		t.Fatalf("message %q does not name the leader", status.Convert(err).Message())
+	}
+}
+
+func TestCluster_MinorityAnswersWithinDeadlineAndNeverDecides(t *testing.T) {
+	c := mustStartCluster(t, 3)
+	cl := c.mustClient()
+	mustSetLimit(t, cl, "m", 1, time.Hour, 5)
+	l := c.waitLeader()
+	// Stop both followers: the old leader is now a minority of one and must not decide.
+	for i := range c.members {
+		if i != l {
+			c.stop(i)
+		}
+	}
+	conn, err := grpc.NewClient(c.members[l].apiAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = limiterpb.NewRateLimiterClient(conn).Take(ctx, &limiterpb.TakeRequest{Limit: "m", Key: "k"})
+	if code := status.Code(err); code != codes.DeadlineExceeded && code != codes.Unavailable {
+		t.Fatalf("minority take: %v, want DeadlineExceeded or Unavailable", err)
+	}
+	if el := time.Since(start); el > 3*time.Second {
+		t.Fatalf("minority take took %v; the deadline was 500ms", el)
+	}
+	// Bring the followers back: the take above was never acknowledged; whether or not it was
+	// applied, the bucket holds 5 or 4 tokens, never fewer.
+	for i := range c.members {
+		if i != l {
+			c.mustStart(i)
+		}
+	}
+	c.waitLeader()
+	if d := mustPeek(t, cl, "m", "k"); d.Remaining < 4 {
+		t.Fatalf("remaining %d after a single unacknowledged take", d.Remaining)
+	}
 }
