@@ -87,8 +87,12 @@ type Config struct {
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
-	// SnapshotThreshold is the number of log entries between snapshots.
+	// SnapshotThreshold is the number of log entries between snapshots; SnapshotInterval how
+	// often Raft checks; TrailingLogs how many entries it keeps after a snapshot so slow
+	// followers can catch up without one.
 	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	TrailingLogs      uint64
 	// NoSync skips fsync on the log: only for tests that do not check crash durability.
 	NoSync bool
 
@@ -117,6 +121,8 @@ func DefaultConfig() Config {
 		ElectionTimeout:    1000 * time.Millisecond,
 		LeaderLeaseTimeout: 500 * time.Millisecond,
 		SnapshotThreshold:  8192,
+		SnapshotInterval:   120 * time.Second,
+		TrailingLogs:       10240,
 		MaxBatchTakes:      1024,
 		MaxBatchBytes:      1 << 20,
 		FSM:                fsm.DefaultConfig(),

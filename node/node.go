@@ -121,6 +121,10 @@ func Start(cfg Config) (*Node, error) {
 	rc.ElectionTimeout = cfg.ElectionTimeout
 	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
 	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	if cfg.SnapshotInterval > 0 {
+		rc.SnapshotInterval = cfg.SnapshotInterval
+	}
+	rc.TrailingLogs = cfg.TrailingLogs
 	rc.MaxAppendEntries = 512
 	rc.Logger = hl
 	if err := raft.ValidateConfig(rc); err != nil {
