@@ -41,7 +41,8 @@ func (k Kind) String() string {
 	return fmt.Sprintf("kind(%d)", byte(k))
 }
 
-// Bounds on names and keys, checked when encoding and again, deterministically, when applying.
+// Bounds on names, keys and counts: server/ checks them on requests, and Apply checks them again,
+// deterministically, so an out-of-bounds command is refused the same way on every replica.
 const (
 	MaxNameLen      = 128
 	MaxKeyLen       = 256
@@ -56,7 +57,8 @@ type Item struct {
 	Cost  int64
 }
 
-// Take is one client request: its items are decided together and recorded under RequestID.
+// Take is one client request: its items are validated together (one bad item refuses the whole
+// request), then each item is decided on its own, and the outcome is recorded under RequestID.
 type Take struct {
 	RequestID string
 	Items     []Item
@@ -127,7 +129,7 @@ func Decode(b []byte) (Command, error) {
 	c.Stamp = r.varint()
 	switch c.Kind {
 	case KindTakeBatch:
-		n := r.count(4) // a take is at least 4 bytes: id length, item count, one minimal item
+		n := r.count(2) // a take is at least 2 bytes: id length and item count (zero items is refused at apply)
 		c.Takes = make([]Take, 0, n)
 		for i := 0; i < n && r.err == nil; i++ {
 			var t Take

@@ -114,7 +114,7 @@ type TakeOutcome struct {
 // Response is what Apply returns for one entry.
 type Response struct {
 	Takes []TakeOutcome // KindTakeBatch: one per take, in order
-	Limit *LimitInfo    // KindSetLimit
+	Limit *LimitInfo    // KindSetLimit (Buckets is always 0 here: it is not a function of the log)
 	Err   error         // the whole command failed (bad limit, unknown limit, corrupt entry)
 }
 
@@ -187,7 +187,7 @@ func (f *FSM) advance(stamp int64) {
 		f.clock = stamp
 		return
 	}
-	if f.clock-stamp > int64(f.cfg.Skew) {
+	if uint64(f.clock)-uint64(stamp) > uint64(f.cfg.Skew) { // unsigned: no overflow for any stamp
 		f.clockResets.Add(1)
 	}
 }
@@ -279,7 +279,9 @@ func (f *FSM) setLimit(spec LimitSpec) (*LimitInfo, error) {
 		ls.keyed.SetLimit(l, f.clock)
 		ls.limit = l
 	}
-	return ls.info(), nil
+	info := ls.info()
+	info.Buckets = 0 // how many buckets are held depends on eviction timing, not on the log
+	return info, nil
 }
 
 func (ls *limitState) info() *LimitInfo {

@@ -176,10 +176,16 @@ func (f *FSM) Restore(r io.Reader, index uint64) error {
 	if d.err == nil && cursor >= bucket.ShardCount {
 		d.fail("sweep cursor %d out of range", cursor)
 	}
+	// Everything the encoder sorts must arrive strictly increasing: that rejects duplicates and
+	// reordering that a valid checksum would not catch (a snapshot written by another encoder).
 	members := make(map[string]string)
+	prev := ""
 	for n := d.uvarint(); n > 0 && d.err == nil; n-- {
 		id, addr := d.str(), d.str()
-		members[id] = addr
+		if d.err == nil && len(members) > 0 && id <= prev {
+			d.fail("member %q out of order or repeated", id)
+		}
+		members[id], prev = addr, id
 	}
 	limits := make(map[string]*limitState)
 	for n := d.uvarint(); n > 0 && d.err == nil; n-- {
@@ -197,11 +203,21 @@ func (f *FSM) Restore(r io.Reader, index uint64) error {
 			d.fail("limit %q appears twice", name)
 			break
 		}
+		if len(limits) > 0 && name <= prev {
+			d.fail("limit %q out of order", name)
+			break
+		}
+		prev = name
 		ls := &limitState{name: name, limit: l, keyed: bucket.NewKeyed(l, bucket.WithSkew(f.cfg.Skew))}
 		limits[name] = ls
+		prevKey, first := "", true
 		for m := d.uvarint(); m > 0 && d.err == nil; m-- {
 			key, units, last := d.str(), d.uvarint(), d.varint()
+			if d.err == nil && !first && key <= prevKey {
+				d.fail("bucket %q of limit %q out of order or repeated", key, name)
+			}
 			ls.keyed.Put(key, bucket.FromState(&l, units, last))
+			prevKey, first = key, false
 		}
 	}
 	dedup := newDedupTable(int64(f.cfg.DedupWindow), f.cfg.DedupMax)
@@ -216,6 +232,9 @@ func (f *FSM) Restore(r io.Reader, index uint64) error {
 				Allowed: d.byte() == 1, Remaining: d.varint(), Limit: d.varint(),
 				RetryAfter: time.Duration(d.varint()), ResetAfter: time.Duration(d.varint()),
 			})
+		}
+		if d.err == nil && dedup.get(id) != nil {
+			d.fail("request ID %q repeated", id)
 		}
 		dedup.put(id, o)
 	}

@@ -36,6 +36,9 @@ func (s *Server) SetLimit(ctx context.Context, req *limiterpb.SetLimitRequest) (
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
+	if li, err := s.node.FSM().Limit(req.GetName()); err == nil {
+		resp.Limit.Buckets = li.Buckets // local, not replicated: how many buckets this node holds
+	}
 	return limitInfo(resp.Limit), nil
 }
 
