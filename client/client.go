@@ -42,6 +42,9 @@ type Options struct {
 	AttemptTimeout time.Duration
 	// DialOptions replace the default (plaintext) dial options.
 	DialOptions []grpc.DialOption
+	// AddressMap translates the leader addresses that nodes name in their hints into the
+	// addresses this client should dial (for clients behind NAT or a proxy per node).
+	AddressMap map[string]string
 }
 
 // Client talks to a limiterd cluster. It is safe for concurrent use.
@@ -122,6 +125,17 @@ func (c *Client) setLeader(addr string) {
 	c.mu.Unlock()
 }
 
+// translate returns the address to dial for a leader hint ("" for none).
+func (c *Client) translate(hint []string) string {
+	if len(hint) == 0 || hint[0] == "" {
+		return ""
+	}
+	if a, ok := c.opts.AddressMap[hint[0]]; ok {
+		return a
+	}
+	return hint[0]
+}
+
 // retryable reports whether a failed attempt may be repeated: the node could not serve
 // (Unavailable), or the attempt ran out of time while the caller's context still has some.
 func retryable(ctx context.Context, err error) bool {
@@ -159,8 +173,8 @@ func (c *Client) call(ctx context.Context, fn func(ctx context.Context, conn *gr
 		if !retryable(ctx, err) {
 			return err
 		}
-		if hint := trailer.Get(LeaderHeader); len(hint) > 0 && hint[0] != addr {
-			c.setLeader(hint[0])
+		if hint := c.translate(trailer.Get(LeaderHeader)); hint != "" && hint != addr {
+			c.setLeader(hint)
 			if attempt < 2*len(c.addrs) {
 				continue // a named leader: go there at once
 			}

@@ -105,9 +105,15 @@ type Config struct {
 
 	// Stream, if set, replaces the TCP stream layer for Raft traffic (TLS or fault injection).
 	Stream raft.StreamLayer
-	// Now is the clock the leader stamps entries from (time.Now by default). Only its monotonic
-	// differences matter while this node leads; see stampClock.
-	Now func() time.Time
+	// PeerAddrs overrides the address this node dials to reach a peer, by server ID (for NAT,
+	// or a proxy per link in fault tests). Peers not listed are dialled at their configured
+	// Raft address.
+	PeerAddrs map[string]string
+	// Now is the wall clock (time.Now by default): it anchors stamps at each election win and
+	// measures staleness. Mono is the monotonic clock stamps advance with while this node leads
+	// (time since process start by default); a wall-clock step does not move it. See stampClock.
+	Now  func() time.Time
+	Mono func() time.Duration
 	// Logger receives the node's logs; Raft's own logs go to RaftLogOutput at RaftLogLevel.
 	Logger        *slog.Logger
 	RaftLogOutput io.Writer

@@ -60,6 +60,10 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Mono == nil {
+		start := time.Now()
+		cfg.Mono = func() time.Duration { return time.Since(start) }
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -111,9 +115,11 @@ func Start(cfg Config) (*Node, error) {
 		}
 		stream = tcp
 	}
-	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream: stream, MaxPool: 3, Timeout: 10 * time.Second, Logger: hl,
-	})
+	tc := &raft.NetworkTransportConfig{Stream: stream, MaxPool: 3, Timeout: 10 * time.Second, Logger: hl}
+	if len(cfg.PeerAddrs) > 0 {
+		tc.ServerAddressProvider = peerAddrs(cfg.PeerAddrs)
+	}
+	n.trans = raft.NewNetworkTransportWithConfig(tc)
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.ID)
@@ -284,7 +290,7 @@ func (n *Node) watchLeadership() {
 				n.log.Warn("barrier after election failed", "err", err)
 				continue
 			}
-			n.clock.anchor(n.fsm.Clock(), n.cfg.Now())
+			n.clock.anchor(n.fsm.Clock(), n.cfg.Now(), n.cfg.Mono())
 			if n.raft.State() == raft.Leader && n.raft.CurrentTerm() == term {
 				n.ready.Store(term)
 				n.log.Info("leader ready", "term", term)
@@ -298,29 +304,41 @@ func (n *Node) watchLeadership() {
 // new leader with a slow clock does not stall refill (anchored at the log clock), and stamps
 // never go behind the log clock.
 type stampClock struct {
-	mu   sync.Mutex
-	base int64
-	at   time.Time
+	mu       sync.Mutex
+	anchored bool
+	base     int64         // stamp at the anchor
+	mono     time.Duration // monotonic reading at the anchor
 }
 
-func (c *stampClock) anchor(logClock int64, now time.Time) {
+func (c *stampClock) anchor(logClock int64, wall time.Time, mono time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.base = max(logClock, now.UnixNano())
-	c.at = now
+	c.base, c.mono, c.anchored = max(logClock, wall.UnixNano()), mono, true
 }
 
-func (c *stampClock) stamp(now time.Time) int64 {
+func (c *stampClock) stamp(wall time.Time, mono time.Duration) int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.at.IsZero() {
-		return now.UnixNano()
+	if !c.anchored {
+		return wall.UnixNano()
 	}
-	return c.base + int64(now.Sub(c.at))
+	return c.base + int64(mono-c.mono)
 }
 
 // Stamp returns the time the leader would stamp on an entry now.
-func (n *Node) Stamp() int64 { return max(n.clock.stamp(n.cfg.Now()), n.fsm.Clock()) }
+func (n *Node) Stamp() int64 {
+	return max(n.clock.stamp(n.cfg.Now(), n.cfg.Mono()), n.fsm.Clock())
+}
+
+// peerAddrs maps server IDs to the addresses to dial them at.
+type peerAddrs map[string]string
+
+func (p peerAddrs) ServerAddr(id raft.ServerID) (raft.ServerAddress, error) {
+	if a, ok := p[string(id)]; ok {
+		return raft.ServerAddress(a), nil
+	}
+	return "", fmt.Errorf("no address override for %s", id) // raft then dials the configured address
+}
 
 // raftFSM adapts fsm.FSM to raft.FSM.
 type raftFSM struct {

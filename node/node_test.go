@@ -158,18 +158,19 @@ func TestParsePeers(t *testing.T) {
 	}
 }
 
-func TestStampClock_WallClockStepDoesNotMoveStamps(t *testing.T) {
+func TestStampClock_FollowsMonotonicTimeNotWallSteps(t *testing.T) {
 	var c stampClock
-	start := time.Unix(1000, 0)
-	c.anchor(0, start)
-	// The wall clock is stepped back an hour, but time.Time's monotonic reading is what Sub uses
-	// for real clocks; here we model the anchor: stamps follow elapsed time from the anchor.
-	if got := c.stamp(start.Add(50 * time.Millisecond)); got != start.UnixNano()+int64(50*time.Millisecond) {
-		t.Fatalf("stamp %d", got)
+	wall := time.Unix(1000, 0)
+	c.anchor(0, wall, 5*time.Second)
+	// 50 ms of monotonic time later the wall clock was stepped back an hour: stamps follow the
+	// monotonic clock, so they neither stall nor jump.
+	if got, want := c.stamp(wall.Add(-time.Hour), 5*time.Second+50*time.Millisecond), wall.UnixNano()+int64(50*time.Millisecond); got != want {
+		t.Fatalf("stamp %d, want %d", got, want)
 	}
-	// A log clock ahead of the wall clock wins at the anchor: a slow new leader never stalls.
-	c.anchor(start.UnixNano()+int64(time.Hour), start)
-	if got := c.stamp(start.Add(time.Second)); got != start.UnixNano()+int64(time.Hour+time.Second) {
-		t.Fatalf("stamp after anchoring behind the log clock: %d", got)
+	// A log clock ahead of the wall clock wins at the anchor: a new leader with a slow clock
+	// does not stall refill.
+	c.anchor(wall.UnixNano()+int64(time.Hour), wall, 0)
+	if got, want := c.stamp(wall, time.Second), wall.UnixNano()+int64(time.Hour+time.Second); got != want {
+		t.Fatalf("stamp after anchoring behind the log clock: %d, want %d", got, want)
 	}
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -284,6 +285,13 @@ func (s *Server) Status(ctx context.Context, req *limiterpb.StatusRequest) (*lim
 		CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex, LastLogIndex: st.LastLogIndex,
 		Limits: int64(st.FSM.Limits), Buckets: int64(st.FSM.Buckets), RequestIds: int64(st.FSM.RequestIDs),
 		FsmTimeNanos: st.FSM.Clock, RaftAddress: st.RaftAddr, ApiAddress: st.APIAddr,
+	}
+	if req.GetIncludeStateHash() {
+		h, err := s.node.FSM().StateHash()
+		if err != nil {
+			return nil, s.toStatus(ctx, fmt.Errorf("state hash: %w", err))
+		}
+		resp.StateHash = h[:]
 	}
 	mctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()

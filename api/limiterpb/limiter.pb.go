@@ -1430,9 +1430,12 @@ func (x *TransferLeadershipResponse) GetLeaderId() string {
 }
 
 type StatusRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Also compute the SHA-256 of the replicated state (costly on large states: it encodes a
+	// snapshot). Replicas that have applied the same log have equal hashes.
+	IncludeStateHash bool `protobuf:"varint,1,opt,name=include_state_hash,json=includeStateHash,proto3" json:"include_state_hash,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *StatusRequest) Reset() {
@@ -1465,6 +1468,13 @@ func (*StatusRequest) Descriptor() ([]byte, []int) {
 	return file_limiter_proto_rawDescGZIP(), []int{24}
 }
 
+func (x *StatusRequest) GetIncludeStateHash() bool {
+	if x != nil {
+		return x.IncludeStateHash
+	}
+	return false
+}
+
 type StatusResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -1482,9 +1492,11 @@ type StatusResponse struct {
 	// Entries in the exactly-once table.
 	RequestIds int64 `protobuf:"varint,12,opt,name=request_ids,json=requestIds,proto3" json:"request_ids,omitempty"`
 	// The replicated clock, Unix nanoseconds.
-	FsmTimeNanos  int64  `protobuf:"varint,13,opt,name=fsm_time_nanos,json=fsmTimeNanos,proto3" json:"fsm_time_nanos,omitempty"`
-	RaftAddress   string `protobuf:"bytes,14,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
-	ApiAddress    string `protobuf:"bytes,15,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
+	FsmTimeNanos int64  `protobuf:"varint,13,opt,name=fsm_time_nanos,json=fsmTimeNanos,proto3" json:"fsm_time_nanos,omitempty"`
+	RaftAddress  string `protobuf:"bytes,14,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	ApiAddress   string `protobuf:"bytes,15,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
+	// Set when include_state_hash was asked for.
+	StateHash     []byte `protobuf:"bytes,16,opt,name=state_hash,json=stateHash,proto3" json:"state_hash,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1624,6 +1636,13 @@ func (x *StatusResponse) GetApiAddress() string {
 	return ""
 }
 
+func (x *StatusResponse) GetStateHash() []byte {
+	if x != nil {
+		return x.StateHash
+	}
+	return nil
+}
+
 var File_limiter_proto protoreflect.FileDescriptor
 
 const file_limiter_proto_rawDesc = "" +
@@ -1712,8 +1731,9 @@ const file_limiter_proto_rawDesc = "" +
 	"\x19TransferLeadershipRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"9\n" +
 	"\x1aTransferLeadershipResponse\x12\x1b\n" +
-	"\tleader_id\x18\x01 \x01(\tR\bleaderId\"\x0f\n" +
-	"\rStatusRequest\"\xf7\x03\n" +
+	"\tleader_id\x18\x01 \x01(\tR\bleaderId\"=\n" +
+	"\rStatusRequest\x12,\n" +
+	"\x12include_state_hash\x18\x01 \x01(\bR\x10includeStateHash\"\x96\x04\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x12\n" +
@@ -1732,7 +1752,9 @@ const file_limiter_proto_rawDesc = "" +
 	"\x0efsm_time_nanos\x18\r \x01(\x03R\ffsmTimeNanos\x12!\n" +
 	"\fraft_address\x18\x0e \x01(\tR\vraftAddress\x12\x1f\n" +
 	"\vapi_address\x18\x0f \x01(\tR\n" +
-	"apiAddress*B\n" +
+	"apiAddress\x12\x1d\n" +
+	"\n" +
+	"state_hash\x18\x10 \x01(\fR\tstateHash*B\n" +
 	"\vConsistency\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x00\x12\x15\n" +
 	"\x11CONSISTENCY_STALE\x10\x01*K\n" +

@@ -36,6 +36,7 @@ type nodeFlags struct {
 	id, raftAddr, raftBind, apiAddr, apiAdvertise, dataDir, bootstrap, join string
 	logLevel, logFormat, raftLogLevel                                       string
 	heartbeat                                                               time.Duration
+	peerAddrs, clockSkewFile                                                string
 }
 
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -69,6 +70,9 @@ For a local 3-node cluster in one process, run: limiterd dev`,
 	fl.StringVar(&f.join, "join", "", "join an existing cluster by asking any of these members' gRPC addresses: host:port,...")
 	addLogFlags(fl, &f)
 	fl.DurationVar(&f.heartbeat, "heartbeat-timeout", time.Second, "Raft heartbeat and election timeout")
+	fl.StringVar(&f.peerAddrs, "raft-peer-addrs", "", "dial these addresses for these peers instead of their advertised Raft addresses: id=host:port,... (NAT, or a proxy per link)")
+	fl.StringVar(&f.clockSkewFile, "clock-skew-file", "", "testing only: skew this node's clocks as a JSON file says ({\"offset_ns\":N,\"drift_ppm\":N}), re-read every 20ms")
+	_ = fl.MarkHidden("clock-skew-file")
 
 	root.AddCommand(newDevCmd(stdout, stderr))
 	return root
@@ -131,6 +135,21 @@ func runNode(ctx context.Context, f nodeFlags, stdout, stderr io.Writer) error {
 		if cfg.Bootstrap, err = node.ParsePeers(f.bootstrap); err != nil {
 			return fmt.Errorf("--bootstrap: %w", err)
 		}
+	}
+	if f.peerAddrs != "" {
+		peers, err := node.ParsePeers(f.peerAddrs)
+		if err != nil {
+			return fmt.Errorf("--raft-peer-addrs: %w", err)
+		}
+		cfg.PeerAddrs = map[string]string{}
+		for _, p := range peers {
+			cfg.PeerAddrs[p.ID] = p.RaftAddr
+		}
+	}
+	if f.clockSkewFile != "" {
+		sk := newSkewedClock(ctx, f.clockSkewFile, log)
+		cfg.Now, cfg.Mono = sk.now, sk.mono
+		log.Warn("clocks skewed from a file: for fault-injection tests only", "file", f.clockSkewFile)
 	}
 	var join []string
 	if f.join != "" {
