@@ -145,7 +145,7 @@ func Start(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("%w %s: pass bootstrap members to create a cluster, or join to be added to one", ErrNoState, cfg.DataDir)
 	}
 
-	n.raft, err = raft.NewRaft(rc, &raftFSM{f: f, log: n.log}, n.store, n.store, snaps, n.trans)
+	n.raft, err = raft.NewRaft(rc, &raftFSM{f: f, log: n.log, applied: n.clock.observe, mono: cfg.Mono}, n.store, n.store, snaps, n.trans)
 	if err != nil {
 		return nil, fmt.Errorf("start raft from %s: %w", cfg.DataDir, err)
 	}
@@ -291,6 +291,7 @@ func (n *Node) watchLeadership() {
 				continue
 			}
 			n.clock.anchor(n.fsm.Clock(), n.cfg.Now(), n.cfg.Mono())
+			n.log.Info("stamp clock anchored", "stamp", n.Stamp(), "log_clock", n.fsm.Clock())
 			if n.raft.State() == raft.Leader && n.raft.CurrentTerm() == term {
 				n.ready.Store(term)
 				n.log.Info("leader ready", "term", term)
@@ -299,21 +300,54 @@ func (n *Node) watchLeadership() {
 	}
 }
 
-// stampClock gives the leader's stamps: a monotonic clock anchored, at each election win, at
-// max(log clock, wall clock). A wall-clock step on the leader does not move it (monotonic), a
-// new leader with a slow clock does not stall refill (anchored at the log clock), and stamps
-// never go behind the log clock.
+// stampClock gives the leader's stamps from this node's monotonic clock only, so no wall-clock
+// step on any node can move replicated time. Every node notes, for the last entry it applied,
+// the entry's stamp and its own monotonic time then. On an election win the new leader anchors
+// at that stamp plus the monotonic time elapsed since (never behind the log clock), so the
+// election gap is counted and nothing else; then it stamps anchor + monotonic elapsed.
+// Only a brand-new cluster (log clock 0) starts from the wall clock, so log time reads as Unix
+// time. Time while the whole cluster is down is not counted (buckets resume where they were,
+// which under-admits for at most one refill period and never over-admits).
 type stampClock struct {
-	mu       sync.Mutex
-	anchored bool
-	base     int64         // stamp at the anchor
-	mono     time.Duration // monotonic reading at the anchor
+	mu        sync.Mutex
+	seen      bool          // an entry has been applied in this process
+	seenStamp int64         // log clock after the last applied entry
+	seenMono  time.Duration // monotonic time when it was applied
+	anchored  bool
+	base      int64         // stamp at the anchor
+	mono      time.Duration // monotonic reading at the anchor
+}
+
+// observe records that the log clock was logClock at monotonic time mono (after an apply).
+func (c *stampClock) observe(logClock int64, mono time.Duration) {
+	c.mu.Lock()
+	c.seen, c.seenStamp, c.seenMono = true, logClock, mono
+	c.mu.Unlock()
 }
 
 func (c *stampClock) anchor(logClock int64, wall time.Time, mono time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.base, c.mono, c.anchored = max(logClock, wall.UnixNano()), mono, true
+	switch {
+	case logClock == 0:
+		c.base = wall.UnixNano() // a new cluster: start log time at the wall clock
+	case c.seen:
+		c.base = max(logClock, c.seenStamp+int64(mono-c.seenMono))
+	default:
+		c.base = logClock
+	}
+	c.mono, c.anchored = mono, true
+}
+
+// estimate is this node's best guess of the log time now, from the last entry it applied and
+// its monotonic clock (for stale reads on followers); logClock when it has applied nothing.
+func (c *stampClock) estimate(logClock int64, mono time.Duration) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.seen {
+		return logClock
+	}
+	return max(logClock, c.seenStamp+int64(mono-c.seenMono))
 }
 
 func (c *stampClock) stamp(wall time.Time, mono time.Duration) int64 {
@@ -342,12 +376,15 @@ func (p peerAddrs) ServerAddr(id raft.ServerID) (raft.ServerAddress, error) {
 
 // raftFSM adapts fsm.FSM to raft.FSM.
 type raftFSM struct {
-	f   *fsm.FSM
-	log *slog.Logger
+	f       *fsm.FSM
+	log     *slog.Logger
+	applied func(logClock int64, mono time.Duration) // told after every apply (stamp clock)
+	mono    func() time.Duration
 }
 
 func (r *raftFSM) Apply(l *raft.Log) any {
 	resp := r.f.Apply(l.Index, l.Data)
+	r.applied(r.f.Clock(), r.mono())
 	if errors.Is(resp.Err, fsm.ErrCorruptEntry) || errors.Is(resp.Err, fsm.ErrHalted) {
 		r.log.Error("state machine halted on a committed entry it cannot apply; this node will not apply further entries until it is upgraded or restored", "index", l.Index, "err", resp.Err)
 	}
@@ -361,6 +398,7 @@ func (r *raftFSM) Restore(rc io.ReadCloser) error {
 	if err := r.f.Restore(rc, 0); err != nil {
 		return fmt.Errorf("restore snapshot: %w", err)
 	}
+	r.applied(r.f.Clock(), r.mono())
 	return nil
 }
 

@@ -158,19 +158,26 @@ func TestParsePeers(t *testing.T) {
 	}
 }
 
-func TestStampClock_FollowsMonotonicTimeNotWallSteps(t *testing.T) {
+func TestStampClock_FollowsMonotonicTimeNotWallClocks(t *testing.T) {
 	var c stampClock
 	wall := time.Unix(1000, 0)
+	// A new cluster starts log time at the wall clock.
 	c.anchor(0, wall, 5*time.Second)
-	// 50 ms of monotonic time later the wall clock was stepped back an hour: stamps follow the
-	// monotonic clock, so they neither stall nor jump.
-	if got, want := c.stamp(wall.Add(-time.Hour), 5*time.Second+50*time.Millisecond), wall.UnixNano()+int64(50*time.Millisecond); got != want {
-		t.Fatalf("stamp %d, want %d", got, want)
+	if got := c.stamp(wall.Add(-time.Hour), 5*time.Second+50*time.Millisecond); got != wall.UnixNano()+int64(50*time.Millisecond) {
+		t.Fatalf("stamp %d: a wall step moved stamps", got)
 	}
-	// A log clock ahead of the wall clock wins at the anchor: a new leader with a slow clock
-	// does not stall refill.
-	c.anchor(wall.UnixNano()+int64(time.Hour), wall, 0)
-	if got, want := c.stamp(wall, time.Second), wall.UnixNano()+int64(time.Hour+time.Second); got != want {
-		t.Fatalf("stamp after anchoring behind the log clock: %d, want %d", got, want)
+	// A node that applied an entry stamped S at monotonic 10s and wins an election at 12s
+	// anchors at S+2s, whatever its wall clock says (here: three hours ahead).
+	const S = int64(1_000_000_000_000)
+	c.observe(S, 10*time.Second)
+	c.anchor(S, wall.Add(3*time.Hour), 12*time.Second)
+	if got, want := c.stamp(wall, 13*time.Second), S+int64(3*time.Second); got != want {
+		t.Fatalf("stamp %d, want %d (anchor at the last stamp plus monotonic elapsed)", got, want)
+	}
+	// A node that has applied nothing in this process (just restarted) anchors at the log clock.
+	var fresh stampClock
+	fresh.anchor(S, wall.Add(-3*time.Hour), time.Second)
+	if got := fresh.stamp(wall, 2*time.Second); got != S+int64(time.Second) {
+		t.Fatalf("fresh node stamp %d, want %d", got, S+int64(time.Second))
 	}
 }

@@ -67,7 +67,7 @@ func (n *Node) Peek(ctx context.Context, limit, key string, cost int64, stale bo
 			staleness = n.cfg.Now().Sub(lc)
 		}
 	}
-	now := max(n.cfg.Now().UnixNano(), n.fsm.Clock())
+	now := n.clock.estimate(n.fsm.Clock(), n.cfg.Mono())
 	res, err := n.fsm.Peek(limit, key, cost, now)
 	return res, staleness, err
 }
