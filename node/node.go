@@ -88,6 +88,9 @@ func Start(cfg Config) (*Node, error) {
 	n.fsm = f
 
 	dbPath := filepath.Join(cfg.DataDir, "raft.db")
+	if err := checkBoltFile(dbPath); err != nil {
+		return nil, err
+	}
 	n.store, err = raftboltdb.New(raftboltdb.Options{
 		Path:        dbPath,
 		NoSync:      cfg.NoSync,
@@ -147,6 +150,10 @@ func Start(cfg Config) (*Node, error) {
 
 	n.raft, err = raft.NewRaft(rc, &raftFSM{f: f, log: n.log, applied: n.clock.observe, mono: cfg.Mono}, n.store, n.store, snaps, n.trans)
 	if err != nil {
+		if metas, lerr := snaps.List(); lerr == nil && len(metas) > 0 {
+			return nil, fmt.Errorf("start raft from %s (newest snapshot %s): %w",
+				cfg.DataDir, filepath.Join(snapDir, "snapshots", metas[0].ID), err)
+		}
 		return nil, fmt.Errorf("start raft from %s: %w", cfg.DataDir, err)
 	}
 	if !has && len(cfg.Bootstrap) > 0 {

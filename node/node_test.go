@@ -181,3 +181,70 @@ func TestStampClock_FollowsMonotonicTimeNotWallClocks(t *testing.T) {
 		t.Fatalf("fresh node stamp %d, want %d", got, S+int64(time.Second))
 	}
 }
+
+// mustDataDirWithState runs a single node that applies a limit, a take and a snapshot, and
+// stops it, returning its config.
+func mustDataDirWithState(t *testing.T) Config {
+	t.Helper()
+	cfg := testConfig(t, "n1", t.TempDir())
+	n := mustStartSingle(t, cfg)
+	ctx := context.Background()
+	if resp, err := n.Propose(ctx, fsm.Command{Kind: fsm.KindSetLimit, Limit: fsm.LimitSpec{Name: "l", Rate: 1, Period: time.Hour, Burst: 10}}); err != nil || resp.Err != nil {
+		t.Fatalf("set limit: %v %v", err, resp)
+	}
+	if out, err := n.Take(ctx, fsm.Take{RequestID: "r1", Items: []fsm.Item{{Limit: "l", Key: "k", Cost: 4}}}); err != nil || out.Err != nil {
+		t.Fatalf("take: %v %+v", err, out)
+	}
+	if err := n.Raft().Snapshot().Error(); err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	if err := n.Shutdown(); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	cfg.Bootstrap = nil
+	return cfg
+}
+
+func TestStart_TruncatedLogFileIsRefusedWithItsName(t *testing.T) {
+	cfg := mustDataDirWithState(t)
+	path := filepath.Join(cfg.DataDir, "raft.db")
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, fi.Size()/3); err != nil {
+		t.Fatal(err)
+	}
+	n, err := Start(cfg)
+	if err == nil {
+		n.Shutdown()
+		t.Fatalf("a truncated raft.db was accepted")
+	}
+	if !strings.Contains(err.Error(), path) {
+		t.Fatalf("error %q does not name %s", err, path)
+	}
+}
+
+func TestStart_CorruptSnapshotIsRefusedNotSkipped(t *testing.T) {
+	cfg := mustDataDirWithState(t)
+	dirs, err := filepath.Glob(filepath.Join(cfg.DataDir, "snapshots", "*", "state.bin"))
+	if err != nil || len(dirs) == 0 {
+		t.Fatalf("no snapshot written: %v", err)
+	}
+	b, err := os.ReadFile(dirs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0xff
+	if err := os.WriteFile(dirs[0], b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n, err := Start(cfg)
+	if err == nil {
+		n.Shutdown()
+		t.Fatalf("a corrupt snapshot was accepted (the state it holds would be silently lost)")
+	}
+	if !strings.Contains(err.Error(), filepath.Dir(dirs[0])) {
+		t.Fatalf("error %q does not name the snapshot %s", err, filepath.Dir(dirs[0]))
+	}
+}
