@@ -331,6 +331,25 @@ func (f *FSM) Peek(limit, key string, cost int64, now int64) (bucket.Result, err
 	return ls.keyed.Peek(key, now, cost)
 }
 
+// Recorded returns the recorded outcome of a take whose request ID is in the exactly-once
+// table with the same content (Replayed set), so a retry can be answered without a log entry.
+func (f *FSM) Recorded(t Take) (TakeOutcome, bool) {
+	if t.RequestID == "" {
+		return TakeOutcome{}, false
+	}
+	f.mu.RLock()
+	o := f.dedup.get(t.RequestID)
+	f.mu.RUnlock()
+	if o == nil || o.fp != t.fingerprint() {
+		return TakeOutcome{}, false
+	}
+	out := TakeOutcome{Results: o.results, Replayed: true}
+	if o.err != nil {
+		out.Err = o.err
+	}
+	return out, true
+}
+
 // Limit returns the named limit.
 func (f *FSM) Limit(name string) (*LimitInfo, error) {
 	f.mu.RLock()

@@ -45,11 +45,14 @@ func (n *Node) Take(ctx context.Context, t fsm.Take) (fsm.TakeOutcome, error) {
 		size += 24 + len(it.Limit) + len(it.Key)
 	}
 	req := &takeReq{take: t, size: size, done: make(chan takeResp, 1)}
+	n.pending.addTake(&t, 1) // before the entry is stamped; see LocalTake
 	select {
 	case n.batch.ch <- req:
 	case <-ctx.Done():
+		n.pending.addTake(&t, -1)
 		return fsm.TakeOutcome{}, fmt.Errorf("queue take: %w", ctx.Err())
 	case <-n.shutdownCh:
+		n.pending.addTake(&t, -1)
 		return fsm.TakeOutcome{}, ErrShutdown
 	}
 	select {
@@ -92,6 +95,11 @@ func (b *batcher) run() {
 
 // propose writes one batch entry and hands each caller its outcome.
 func (b *batcher) propose(batch []*takeReq, buf []byte) []byte {
+	defer func() {
+		for _, r := range batch {
+			b.n.pending.addTake(&r.take, -1) // applied, or failed for good
+		}
+	}()
 	fail := func(err error) {
 		for _, r := range batch {
 			r.done <- takeResp{err: err}
@@ -133,6 +141,7 @@ func (b *batcher) drain(err error) {
 	for {
 		select {
 		case r := <-b.ch:
+			b.n.pending.addTake(&r.take, -1)
 			r.done <- takeResp{err: err}
 		default:
 			return
@@ -149,10 +158,32 @@ func (n *Node) Propose(ctx context.Context, cmd fsm.Command) (*fsm.Response, err
 	if cmd.Kind == fsm.KindTakeBatch {
 		return nil, errors.New("propose: takes go through Take")
 	}
+	changesLimit := cmd.Kind == fsm.KindSetLimit || cmd.Kind == fsm.KindDeleteLimit
+	if changesLimit {
+		n.pending.addLimit(cmd.Limit.Name, 1) // no local denial on a limit about to change
+	}
 	cmd.Stamp = n.Stamp()
 	f := n.raft.Apply(cmd.Encode(nil), 5*time.Second)
-	if err := n.waitCtx(ctx, f); err != nil {
-		return nil, err
+	// One goroutine owns the future (raft futures are not safe for concurrent Error calls). The
+	// pending mark stays until the entry is applied or has failed for good, not until the
+	// caller gives up.
+	done := make(chan error, 1)
+	go func() {
+		err := f.Error()
+		if changesLimit {
+			n.pending.addLimit(cmd.Limit.Name, -1)
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			return nil, translate(err)
+		}
+	case <-ctx.Done():
+		return nil, fmt.Errorf("outcome unknown: %w", ctx.Err())
+	case <-n.shutdownCh:
+		return nil, ErrShutdown
 	}
 	resp, ok := f.Response().(*fsm.Response)
 	if !ok {

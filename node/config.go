@@ -87,6 +87,11 @@ type Config struct {
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
+	// LeaseDuration is how long a leader may answer reads from local state after a quorum
+	// confirmed its leadership. 0 means half of HeartbeatTimeout; negative disables the lease
+	// (every read pays a heartbeat round). It must be at most 60% of HeartbeatTimeout. A restarted node waits this long
+	// before starting Raft, so it cannot help elect a new leader while an old lease may be held.
+	LeaseDuration time.Duration
 	// SnapshotThreshold is the number of log entries between snapshots; SnapshotInterval how
 	// often Raft checks; TrailingLogs how many entries it keeps after a snapshot so slow
 	// followers can catch up without one.
@@ -151,6 +156,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("node config: raft timeouts must be positive")
 	case c.LeaderLeaseTimeout > c.HeartbeatTimeout:
 		return fmt.Errorf("node config: LeaderLeaseTimeout %v must not exceed HeartbeatTimeout %v", c.LeaderLeaseTimeout, c.HeartbeatTimeout)
+	case c.LeaseDuration > c.HeartbeatTimeout*6/10:
+		return fmt.Errorf("node config: LeaseDuration %v must be at most 60%% of HeartbeatTimeout %v (followers' stickiness window, less a heartbeat interval and clock drift)", c.LeaseDuration, c.HeartbeatTimeout)
 	case c.MaxBatchTakes <= 0 || c.MaxBatchBytes <= 0:
 		return fmt.Errorf("node config: batch bounds must be positive")
 	}

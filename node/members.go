@@ -60,6 +60,8 @@ func (n *Node) AddVoter(ctx context.Context, id, raftAddr, apiAddr string) error
 		}
 	}
 	if !present {
+		n.beginConfigChange()
+		defer n.endConfigChange()
 		if err := n.waitCtx(ctx, n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, 10*time.Second)); err != nil {
 			return fmt.Errorf("add voter %s: %w", id, err)
 		}
@@ -96,6 +98,8 @@ func (n *Node) RemoveServer(ctx context.Context, id string) error {
 	if !found {
 		return fmt.Errorf("%w: %q", ErrUnknownMember, id)
 	}
+	n.beginConfigChange()
+	defer n.endConfigChange()
 	if err := n.waitCtx(ctx, n.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second)); err != nil {
 		return fmt.Errorf("remove server %s: %w", id, err)
 	}
@@ -115,6 +119,7 @@ func (n *Node) TransferLeadership(ctx context.Context, id string) error {
 		return ErrNotLeader
 	}
 	n.ready.Store(0)
+	n.lease.drop()
 	var f raft.Future
 	if id == "" {
 		f = n.raft.LeadershipTransfer()
@@ -143,6 +148,15 @@ func (n *Node) TransferLeadership(ctx context.Context, id string) error {
 	return nil
 }
 
+// beginConfigChange drops the lease for the duration of a membership change, which changes
+// which servers form a quorum (and so whose stickiness the lease relies on).
+func (n *Node) beginConfigChange() {
+	n.configChanges.Add(1)
+	n.lease.drop()
+}
+
+func (n *Node) endConfigChange() { n.configChanges.Add(-1) }
+
 // Status is this node's view of itself and the cluster.
 type Status struct {
 	ID, RaftAddr, APIAddr string
@@ -153,6 +167,9 @@ type Status struct {
 	AppliedIndex          uint64
 	LastLogIndex          uint64
 	LastContact           time.Duration // since the leader was last heard from; 0 on the leader; -1 never
+	LeaseHeld             bool
+	LeaseReads            uint64 // reads answered under the lease
+	LocalDenials          uint64 // takes denied from local state under the lease
 	FSM                   fsm.Stats
 }
 
@@ -164,7 +181,8 @@ func (n *Node) Status() Status {
 		State: n.raft.State().String(), Term: n.raft.CurrentTerm(),
 		LeaderID: lid, LeaderAPI: lapi,
 		CommitIndex: n.raft.CommitIndex(), AppliedIndex: n.raft.AppliedIndex(), LastLogIndex: n.raft.LastIndex(),
-		FSM: n.fsm.Stats(),
+		FSM: n.fsm.Stats(), LeaseHeld: n.LeaseHeld(),
+		LeaseReads: n.leaseReads.Load(), LocalDenials: n.localDenials.Load(),
 	}
 	if n.raft.State() != raft.Leader {
 		if lc := n.raft.LastContact(); lc.IsZero() {

@@ -36,6 +36,13 @@ type Node struct {
 
 	batch *batcher
 	clock stampClock
+	lease leaseState
+	// configChanges counts membership changes in progress: the lease is not held during them,
+	// because they change which servers form a quorum.
+	configChanges atomic.Int32
+	pending       pendingSet
+	localDenials  atomic.Uint64
+	leaseReads    atomic.Uint64
 
 	// ready is the term in which this node, as leader, has committed an entry of its own term
 	// (so its state includes every committed entry); 0 when not ready.
@@ -59,6 +66,9 @@ func Start(cfg Config) (*Node, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.LeaseDuration == 0 {
+		cfg.LeaseDuration = cfg.HeartbeatTimeout / 2
 	}
 	if cfg.Mono == nil {
 		start := time.Now()
@@ -148,6 +158,11 @@ func Start(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("%w %s: pass bootstrap members to create a cluster, or join to be added to one", ErrNoState, cfg.DataDir)
 	}
 
+	if has && cfg.LeaseDuration > 0 {
+		// Restart guard: before the crash this node may have acknowledged a heartbeat that a
+		// leader's lease counts on; it must not vote for anyone else until that lease is over.
+		time.Sleep(cfg.LeaseDuration)
+	}
 	n.raft, err = raft.NewRaft(rc, &raftFSM{f: f, log: n.log, applied: n.clock.observe, mono: cfg.Mono}, n.store, n.store, snaps, n.trans)
 	if err != nil {
 		if metas, lerr := snaps.List(); lerr == nil && len(metas) > 0 {
@@ -223,6 +238,7 @@ func (n *Node) Shutdown() error {
 	n.closeOnce.Do(func() {
 		close(n.shutdownCh)
 		n.ready.Store(0)
+		n.lease.drop()
 		if n.raft != nil {
 			if e := n.raft.Shutdown().Error(); e != nil {
 				err = fmt.Errorf("raft shutdown: %w", e)
@@ -286,6 +302,7 @@ func (n *Node) watchLeadership() {
 			return
 		case leader := <-n.raft.LeaderCh():
 			n.ready.Store(0)
+			n.lease.drop()
 			if !leader {
 				n.log.Info("lost leadership")
 				continue
@@ -302,6 +319,10 @@ func (n *Node) watchLeadership() {
 			if n.raft.State() == raft.Leader && n.raft.CurrentTerm() == term {
 				n.ready.Store(term)
 				n.log.Info("leader ready", "term", term)
+				if n.cfg.LeaseDuration > 0 {
+					n.wg.Add(1)
+					go n.renewLease(term)
+				}
 			}
 		}
 	}

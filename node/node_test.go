@@ -248,3 +248,98 @@ func TestStart_CorruptSnapshotIsRefusedNotSkipped(t *testing.T) {
 		t.Fatalf("error %q does not name the snapshot %s", err, filepath.Dir(dirs[0]))
 	}
 }
+
+func TestLease_HeldByReadyLeaderAndServesReadsLocally(t *testing.T) {
+	cfg := testConfig(t, "n1", t.TempDir())
+	n := mustStartSingle(t, cfg)
+	ctx := context.Background()
+	deadline := time.Now().Add(5 * time.Second)
+	for !n.LeaseHeld() {
+		if time.Now().After(deadline) {
+			t.Fatalf("a ready single-node leader never took the lease")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if resp, err := n.Propose(ctx, fsm.Command{Kind: fsm.KindSetLimit, Limit: fsm.LimitSpec{Name: "l", Rate: 1, Period: time.Hour, Burst: 2}}); err != nil || resp.Err != nil {
+		t.Fatalf("set limit: %v %v", err, resp)
+	}
+	before := n.Status().LeaseReads
+	if _, _, err := n.Peek(ctx, "l", "k", 1, false); err != nil {
+		t.Fatalf("peek: %v", err)
+	}
+	if n.Status().LeaseReads != before+1 {
+		t.Fatalf("peek under the lease did not take the lease path")
+	}
+	// Transferring leadership (impossible here, but it is attempted) drops the lease first.
+	_ = n.TransferLeadership(ctx, "")
+	if n.LeaseHeld() {
+		t.Fatalf("lease still held after a leadership transfer began")
+	}
+}
+
+func TestLocalTake_CertainDenialAnsweredWithoutALogEntry(t *testing.T) {
+	n := mustStartSingle(t, testConfig(t, "n1", t.TempDir()))
+	ctx := context.Background()
+	if resp, err := n.Propose(ctx, fsm.Command{Kind: fsm.KindSetLimit, Limit: fsm.LimitSpec{Name: "l", Rate: 1, Period: time.Hour, Burst: 2}}); err != nil || resp.Err != nil {
+		t.Fatalf("set limit: %v %v", err, resp)
+	}
+	take := func(id string) fsm.Take {
+		return fsm.Take{RequestID: id, Items: []fsm.Item{{Limit: "l", Key: "k", Cost: 1}}}
+	}
+	// While tokens are left, nothing is answered locally.
+	if _, ok := n.LocalTake(ctx, take("a")); ok {
+		t.Fatalf("an allowed take was answered locally")
+	}
+	for _, id := range []string{"a", "b"} {
+		if out, err := n.Take(ctx, take(id)); err != nil || !out.Results[0].Allowed {
+			t.Fatalf("take %s: %+v %v", id, out, err)
+		}
+	}
+	for !n.LeaseHeld() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	last := n.Raft().LastIndex()
+	out, ok := n.LocalTake(ctx, take("c"))
+	if !ok || out.Results[0].Allowed || out.Results[0].RetryAfter <= 0 {
+		t.Fatalf("certain denial: ok=%v %+v, want a local denial with a retry time", ok, out)
+	}
+	if n.Raft().LastIndex() != last || n.Status().LocalDenials != 1 {
+		t.Fatalf("the local denial wrote to the log or was not counted")
+	}
+	// A retry of a recorded request is answered from the exactly-once table.
+	if out, ok := n.LocalTake(ctx, take("a")); !ok || !out.Replayed || !out.Results[0].Allowed {
+		t.Fatalf("retry of a recorded take: ok=%v %+v, want its recorded answer", ok, out)
+	}
+}
+
+func TestLocalTake_NotWhileATakeOnTheBucketIsPending(t *testing.T) {
+	var p pendingSet
+	tk := fsm.Take{Items: []fsm.Item{{Limit: "l", Key: "k", Cost: 1}}}
+	other := fsm.Take{Items: []fsm.Item{{Limit: "l", Key: "other", Cost: 1}}}
+	p.addTake(&tk, 1)
+	if p.quiet(&tk) || !p.quiet(&other) {
+		t.Fatalf("pending take on l/k: quiet(l/k)=%v quiet(l/other)=%v", p.quiet(&tk), p.quiet(&other))
+	}
+	p.addTake(&tk, -1)
+	p.addLimit("l", 1)
+	if p.quiet(&other) {
+		t.Fatalf("a pending change of limit l must stop local answers on all its buckets")
+	}
+	p.addLimit("l", -1)
+	if !p.quiet(&tk) {
+		t.Fatalf("nothing pending, yet not quiet")
+	}
+}
+
+func TestStart_RestartWaitsOutTheLeaseBeforeStartingRaft(t *testing.T) {
+	cfg := mustDataDirWithState(t)
+	start := time.Now()
+	n, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Shutdown()
+	if el, lease := time.Since(start), cfg.HeartbeatTimeout/2; el < lease {
+		t.Fatalf("restart took %v, less than the lease %v: the restart guard did not wait", el, lease)
+	}
+}

@@ -29,6 +29,25 @@ func (n *Node) ReadIndex(ctx context.Context) error {
 	return n.waitApplied(ctx, ri)
 }
 
+// Read runs read against local state so that what it sees is linearizable. Under the lease it
+// reads at once and then checks the lease again (a pause between the check and the read must not
+// let an expired lease answer); otherwise, or if the lease ran out, it takes the read-index path.
+func (n *Node) Read(ctx context.Context, read func()) error {
+	if n.LeaseHeld() {
+		term := n.raft.CurrentTerm()
+		read()
+		if n.lease.holds(term, n.cfg.Mono()) && n.ready.Load() == term {
+			n.leaseReads.Add(1)
+			return nil
+		}
+	}
+	if err := n.ReadIndex(ctx); err != nil {
+		return err
+	}
+	read()
+	return nil
+}
+
 // waitApplied waits until the state machine has applied index.
 func (n *Node) waitApplied(ctx context.Context, index uint64) error {
 	if n.raft.AppliedIndex() >= index {
@@ -53,11 +72,12 @@ func (n *Node) waitApplied(ctx context.Context, index uint64) error {
 // report how far it may lag.
 func (n *Node) Peek(ctx context.Context, limit, key string, cost int64, stale bool) (bucket.Result, time.Duration, error) {
 	if !stale {
-		if err := n.ReadIndex(ctx); err != nil {
+		var res bucket.Result
+		var perr error
+		if err := n.Read(ctx, func() { res, perr = n.fsm.Peek(limit, key, cost, n.Stamp()) }); err != nil {
 			return bucket.Result{}, 0, err
 		}
-		res, err := n.fsm.Peek(limit, key, cost, n.Stamp())
-		return res, 0, err
+		return res, 0, perr
 	}
 	var staleness time.Duration
 	if n.raft.State() != raft.Leader {

@@ -57,10 +57,11 @@ func (s *Server) GetLimit(ctx context.Context, req *limiterpb.GetLimitRequest) (
 		}
 		return limiterpb.NewAdminClient(c).GetLimit(fctx, req)
 	}
-	if err := s.node.ReadIndex(ctx); err != nil {
-		return nil, s.toStatus(ctx, err)
+	var li *fsm.LimitInfo
+	var err error
+	if rerr := s.node.Read(ctx, func() { li, err = s.node.FSM().Limit(req.GetName()) }); rerr != nil {
+		return nil, s.toStatus(ctx, rerr)
 	}
-	li, err := s.node.FSM().Limit(req.GetName())
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
@@ -78,11 +79,12 @@ func (s *Server) ListLimits(ctx context.Context, req *limiterpb.ListLimitsReques
 		}
 		return limiterpb.NewAdminClient(c).ListLimits(fctx, req)
 	}
-	if err := s.node.ReadIndex(ctx); err != nil {
+	var limits []*fsm.LimitInfo
+	if err := s.node.Read(ctx, func() { limits = s.node.FSM().Limits() }); err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
 	resp := &limiterpb.ListLimitsResponse{}
-	for _, li := range s.node.FSM().Limits() {
+	for _, li := range limits {
 		resp.Limits = append(resp.Limits, limitInfo(li))
 	}
 	return resp, nil

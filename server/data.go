@@ -72,7 +72,11 @@ func (s *Server) take(ctx context.Context, t fsm.Take) (fsm.TakeOutcome, error) 
 			return fsm.TakeOutcome{}, invalidArg("cost %d exceeds the burst %d of limit %q: it can never be granted", it.Cost, info.Burst, it.Limit)
 		}
 	}
-	out, err := s.node.Take(ctx, t)
+	out, local := s.node.LocalTake(ctx, t)
+	var err error
+	if !local {
+		out, err = s.node.Take(ctx, t)
+	}
 	if err == nil {
 		err = out.Err
 	}

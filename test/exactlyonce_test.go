@@ -8,7 +8,7 @@ import (
 	"github.com/limiterd/limiter/test/faultnet"
 )
 
-// A client whose response is lost (the link drops the reply after the request reached the
+// A client whose response is lost (the link holds the reply after the request reached the
 // leader) retries with the same request ID; the leader then dies, and the retry is answered by
 // the new leader from the exactly-once table: the take is applied once.
 func TestFault_LostReplyRetriedAtNewLeaderIsAppliedOnce(t *testing.T) {
@@ -34,10 +34,11 @@ func TestFault_LostReplyRetriedAtNewLeaderIsAppliedOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	// Warm the connection, then make the leader's link drop replies and cut the others, so
-	// the first attempt is applied but unanswered and no retry can succeed before the leader dies.
+	// Warm the connection, then make the leader's link hold its replies (lost packets: the
+	// leader notices nothing) and cut the others, so the first attempt is applied but
+	// unanswered and no retry can succeed before the leader dies.
 	mustTake(t, cl, "pay", "warm", 1, "")
-	links[leader].SetMode(faultnet.DropReplies)
+	links[leader].SetMode(faultnet.HoldReplies)
 	for i := range links {
 		if i != leader {
 			links[i].SetMode(faultnet.Down)

@@ -263,9 +263,10 @@ func (nm *nemesis) step(stop <-chan struct{}) {
 		}
 		undo = c.healLinks
 	case 10:
-		nm.note("drop-replies", c.ids[x])
+		mode := []faultnet.Mode{faultnet.DropReplies, faultnet.HoldReplies}[rng.IntN(2)]
+		nm.note(mode.String(), c.ids[x])
 		for _, row := range c.clientLinks {
-			row[x].SetMode(faultnet.DropReplies)
+			row[x].SetMode(mode)
 		}
 		undo = c.healLinks
 	}

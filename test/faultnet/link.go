@@ -22,9 +22,13 @@ const (
 	Up Mode = iota
 	// Down refuses new connections and resets existing ones: the path is cut.
 	Down
-	// DropReplies forwards requests but resets the connection as soon as the far side answers,
-	// so the request takes effect and its response is lost.
+	// DropReplies forwards requests but resets the connection as soon as the far side sends
+	// anything back. The far side sees its connection reset, as after a crash of the client.
 	DropReplies
+	// HoldReplies forwards requests but holds everything the far side sends back until the mode
+	// changes, as a network that loses packets one way: the far side notices nothing, the
+	// caller times out. Held bytes are delivered if the link heals (TCP would retransmit them).
+	HoldReplies
 )
 
 func (m Mode) String() string {
@@ -35,6 +39,8 @@ func (m Mode) String() string {
 		return "down"
 	case DropReplies:
 		return "drop-replies"
+	case HoldReplies:
+		return "hold-replies"
 	}
 	return fmt.Sprintf("mode(%d)", int(m))
 }
@@ -170,12 +176,22 @@ func (l *Link) serve(c net.Conn) {
 	l.mu.Unlock()
 }
 
+// waitWhileHolding blocks while the link holds replies.
+func (l *Link) waitWhileHolding() {
+	for l.Mode() == HoldReplies {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // pipe copies src to dst, applying the link's faults to each chunk. reply is true for the
 // direction from the target back to the dialer.
 func (l *Link) pipe(p *pair, src, dst net.Conn, reply bool) {
 	defer p.close()
 	buf := make([]byte, 32<<10)
 	for {
+		if reply {
+			l.waitWhileHolding()
+		}
 		n, err := src.Read(buf)
 		if n > 0 {
 			l.mu.Lock()
@@ -184,6 +200,12 @@ func (l *Link) pipe(p *pair, src, dst net.Conn, reply bool) {
 			l.mu.Unlock()
 			if mode == Down || lose || (reply && mode == DropReplies) {
 				return
+			}
+			if reply && mode == HoldReplies {
+				l.waitWhileHolding()
+				if l.Mode() == Down {
+					return
+				}
 			}
 			if delay > 0 {
 				time.Sleep(delay)

@@ -84,6 +84,18 @@ func TestLink_ModesCutDelayAndDropReplies(t *testing.T) {
 	case <-time.After(time.Second):
 		t.Fatalf("drop-replies did not deliver the request")
 	}
+	l.SetMode(HoldReplies)
+	if _, err := roundTrip(l.Addr(), "held"); err == nil {
+		t.Fatalf("hold-replies delivered the reply within the deadline")
+	}
+	select {
+	case m := <-got:
+		if m != "held\n" {
+			t.Fatalf("target got %q", m)
+		}
+	case <-time.After(time.Second):
+		t.Fatalf("hold-replies did not deliver the request")
+	}
 	l.Heal()
 	l.SetDelay(50 * time.Millisecond)
 	start := time.Now()

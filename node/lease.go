@@ -1,0 +1,76 @@
+package node
+
+import (
+	"sync"
+	"time"
+)
+
+// leaseState is the leader's read lease. It is held until `until` (on this node's monotonic
+// clock) in term `term`; gen changes whenever the lease is dropped, so a renewal that started
+// before a drop cannot revive it.
+//
+// Why it is safe (see DESIGN.md): the lease starts at t0, taken before a VerifyLeader round that
+// a quorum answered in this term. Each of those followers heard from this leader after roughly t0
+// and, by hashicorp/raft's stickiness, refuses to vote for another candidate until its own
+// heartbeat timeout has passed without contact. Any new leader needs a vote from one of them, so
+// none can exist before t0 + HeartbeatTimeout (less one heartbeat interval and clock drift). The
+// lease is half the heartbeat timeout, well inside that.
+type leaseState struct {
+	mu    sync.Mutex
+	term  uint64
+	until time.Duration
+	gen   uint64
+}
+
+// drop ends the lease at once (leadership change, transfer, membership change, shutdown).
+func (l *leaseState) drop() {
+	l.mu.Lock()
+	l.until, l.term = 0, 0
+	l.gen++
+	l.mu.Unlock()
+}
+
+// holds reports whether the lease is held in term at monotonic time now.
+func (l *leaseState) holds(term uint64, now time.Duration) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.term == term && term != 0 && now < l.until
+}
+
+// LeaseHeld reports whether this node holds the read lease now.
+func (n *Node) LeaseHeld() bool {
+	if n.cfg.LeaseDuration <= 0 || !n.IsLeader() {
+		return false
+	}
+	return n.lease.holds(n.raft.CurrentTerm(), n.cfg.Mono())
+}
+
+// renewLease keeps the lease for term alive while this node leads and is ready in it.
+func (n *Node) renewLease(term uint64) {
+	defer n.wg.Done()
+	every := n.cfg.LeaseDuration / 4
+	for {
+		if n.ready.Load() == term && n.raft.CurrentTerm() == term && n.configChanges.Load() == 0 {
+			n.lease.mu.Lock()
+			gen := n.lease.gen
+			n.lease.mu.Unlock()
+			t0 := n.cfg.Mono() // before the round: the lease is measured from here
+			if err := n.raft.VerifyLeader().Error(); err == nil {
+				n.lease.mu.Lock()
+				if n.lease.gen == gen && n.ready.Load() == term && n.raft.CurrentTerm() == term && n.configChanges.Load() == 0 {
+					n.lease.term, n.lease.until = term, t0+n.cfg.LeaseDuration
+				}
+				n.lease.mu.Unlock()
+			}
+		}
+		select {
+		case <-n.shutdownCh:
+			return
+		case <-time.After(every):
+		}
+		if n.raft.CurrentTerm() != term || n.raft.State().String() != "Leader" {
+			n.lease.drop()
+			return
+		}
+	}
+}

@@ -1,0 +1,91 @@
+package node
+
+import (
+	"context"
+	"sync"
+
+	"github.com/limiterd/limiter/bucket"
+	"github.com/limiterd/limiter/fsm"
+)
+
+// pendingSet counts, per bucket and per limit, the takes and limit changes this leader has
+// accepted but not yet applied. A local answer is only given for buckets with nothing pending:
+// then the applied state is that bucket's latest state.
+type pendingSet struct {
+	mu     sync.Mutex
+	keys   map[string]int
+	limits map[string]int
+}
+
+func bucketID(limit, key string) string { return limit + "\x00" + key }
+
+func (p *pendingSet) addTake(t *fsm.Take, d int) {
+	p.mu.Lock()
+	if p.keys == nil {
+		p.keys = map[string]int{}
+	}
+	for _, it := range t.Items {
+		id := bucketID(it.Limit, it.Key)
+		if p.keys[id] += d; p.keys[id] <= 0 {
+			delete(p.keys, id)
+		}
+	}
+	p.mu.Unlock()
+}
+
+func (p *pendingSet) addLimit(name string, d int) {
+	p.mu.Lock()
+	if p.limits == nil {
+		p.limits = map[string]int{}
+	}
+	if p.limits[name] += d; p.limits[name] <= 0 {
+		delete(p.limits, name)
+	}
+	p.mu.Unlock()
+}
+
+func (p *pendingSet) quiet(t *fsm.Take) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, it := range t.Items {
+		if p.keys[bucketID(it.Limit, it.Key)] > 0 || p.limits[it.Limit] > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// LocalTake answers a take from this leader's state, without a log entry, when that is certainly
+// what the log would answer: the request ID's outcome is already recorded (a retry), or, under
+// the read lease, every item would be denied and nothing pending for those buckets or limits
+// could change that. A denial changes no state, so answering it locally is a read, linearized at
+// the stamp it was evaluated at: later entries carry later stamps. ok is false when the take
+// must go through the log.
+func (n *Node) LocalTake(ctx context.Context, t fsm.Take) (out fsm.TakeOutcome, ok bool) {
+	if rec, found := n.fsm.Recorded(t); found {
+		return rec, true // the outcome is final once recorded; any member may repeat it
+	}
+	if !n.LeaseHeld() {
+		return fsm.TakeOutcome{}, false
+	}
+	term := n.raft.CurrentTerm()
+	now := n.Stamp() // before the pending check: a take not pending now is stamped after this
+	if !n.pending.quiet(&t) {
+		return fsm.TakeOutcome{}, false
+	}
+	results := make([]bucket.Result, len(t.Items))
+	for i, it := range t.Items {
+		res, err := n.fsm.Peek(it.Limit, it.Key, it.Cost, now)
+		if err != nil || res.Allowed {
+			return fsm.TakeOutcome{}, false
+		}
+		results[i] = res
+	}
+	// Re-check after reading: a pause (GC, SIGSTOP) between the first check and the read must not
+	// let an expired lease answer.
+	if !n.lease.holds(term, n.cfg.Mono()) || n.ready.Load() != term {
+		return fsm.TakeOutcome{}, false
+	}
+	n.localDenials.Add(1)
+	return fsm.TakeOutcome{Results: results}, true
+}
