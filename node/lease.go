@@ -30,6 +30,25 @@ func (l *leaseState) drop() {
 	l.mu.Unlock()
 }
 
+// generation returns the current generation, to pass to extend.
+func (l *leaseState) generation() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.gen
+}
+
+// extend holds the lease in term until `until`, unless it was dropped since generation gen was
+// read (a renewal that raced with a drop must not revive it).
+func (l *leaseState) extend(gen, term uint64, until time.Duration) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.gen != gen {
+		return false
+	}
+	l.term, l.until = term, until
+	return true
+}
+
 // holds reports whether the lease is held in term at monotonic time now.
 func (l *leaseState) holds(term uint64, now time.Duration) bool {
 	l.mu.Lock()
@@ -51,16 +70,11 @@ func (n *Node) renewLease(term uint64) {
 	every := n.cfg.LeaseDuration / 4
 	for {
 		if n.ready.Load() == term && n.raft.CurrentTerm() == term && n.configChanges.Load() == 0 {
-			n.lease.mu.Lock()
-			gen := n.lease.gen
-			n.lease.mu.Unlock()
+			gen := n.lease.generation()
 			t0 := n.cfg.Mono() // before the round: the lease is measured from here
-			if err := n.raft.VerifyLeader().Error(); err == nil {
-				n.lease.mu.Lock()
-				if n.lease.gen == gen && n.ready.Load() == term && n.raft.CurrentTerm() == term && n.configChanges.Load() == 0 {
-					n.lease.term, n.lease.until = term, t0+n.cfg.LeaseDuration
-				}
-				n.lease.mu.Unlock()
+			if err := n.raft.VerifyLeader().Error(); err == nil &&
+				n.ready.Load() == term && n.raft.CurrentTerm() == term && n.configChanges.Load() == 0 {
+				n.lease.extend(gen, term, t0+n.cfg.LeaseDuration)
 			}
 		}
 		select {

@@ -287,6 +287,7 @@ func (s *Server) Status(ctx context.Context, req *limiterpb.StatusRequest) (*lim
 		CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex, LastLogIndex: st.LastLogIndex,
 		Limits: int64(st.FSM.Limits), Buckets: int64(st.FSM.Buckets), RequestIds: int64(st.FSM.RequestIDs),
 		FsmTimeNanos: st.FSM.Clock, RaftAddress: st.RaftAddr, ApiAddress: st.APIAddr,
+		LeaseHeld: st.LeaseHeld, LeaseReads: st.LeaseReads, LocalDenials: st.LocalDenials,
 	}
 	if req.GetIncludeStateHash() {
 		h, err := s.node.FSM().StateHash()

@@ -356,6 +356,13 @@ func TestNemesis_LinearizableExactlyOnceNoOverAdmissionUnderFaults(t *testing.T)
 	}
 	before := finalPeek("after healing")
 	flowEnd := fsmTime()
+	var leaseReads, localDenials uint64 // since each node's last start
+	for i := 0; i < c.n; i++ {
+		if st, err := c.status(i, false); err == nil {
+			leaseReads += st.GetLeaseReads()
+			localDenials += st.GetLocalDenials()
+		}
+	}
 
 	// Kill every node without a clean shutdown and restart them all from their data dirs.
 	c.killAll()
@@ -401,8 +408,8 @@ func TestNemesis_LinearizableExactlyOnceNoOverAdmissionUnderFaults(t *testing.T)
 			t.Errorf("flow key %s: %d takes granted, more than burst %d + %d/s × %v = %d", key, n, flowBurst, flowRate, elapsed, bound)
 		}
 	}
-	t.Logf("nemesis: seed=%d operations checked=%d (flow takes granted %v within bound %d) faults: %s; failed calls: %s; violations=%d",
-		seed, checked, rec.flowAcks, bound, describeCounts(nm.counts), describeCounts(rec.errs), violations)
+	t.Logf("nemesis: seed=%d operations checked=%d (flow takes granted %v within bound %d; answered under the lease since last restarts: %d reads, %d denials) faults: %s; failed calls: %s; violations=%d",
+		seed, checked, rec.flowAcks, bound, leaseReads, localDenials, describeCounts(nm.counts), describeCounts(rec.errs), violations)
 	if t.Failed() {
 		t.Logf("fault log: %v\n%s", nm.log, c.logs())
 	}

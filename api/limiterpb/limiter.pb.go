@@ -1496,7 +1496,12 @@ type StatusResponse struct {
 	RaftAddress  string `protobuf:"bytes,14,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
 	ApiAddress   string `protobuf:"bytes,15,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
 	// Set when include_state_hash was asked for.
-	StateHash     []byte `protobuf:"bytes,16,opt,name=state_hash,json=stateHash,proto3" json:"state_hash,omitempty"`
+	StateHash []byte `protobuf:"bytes,16,opt,name=state_hash,json=stateHash,proto3" json:"state_hash,omitempty"`
+	// Whether this node holds the read lease, and how many reads and certain denials it has
+	// answered locally under it since it started.
+	LeaseHeld     bool   `protobuf:"varint,17,opt,name=lease_held,json=leaseHeld,proto3" json:"lease_held,omitempty"`
+	LeaseReads    uint64 `protobuf:"varint,18,opt,name=lease_reads,json=leaseReads,proto3" json:"lease_reads,omitempty"`
+	LocalDenials  uint64 `protobuf:"varint,19,opt,name=local_denials,json=localDenials,proto3" json:"local_denials,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1643,6 +1648,27 @@ func (x *StatusResponse) GetStateHash() []byte {
 	return nil
 }
 
+func (x *StatusResponse) GetLeaseHeld() bool {
+	if x != nil {
+		return x.LeaseHeld
+	}
+	return false
+}
+
+func (x *StatusResponse) GetLeaseReads() uint64 {
+	if x != nil {
+		return x.LeaseReads
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetLocalDenials() uint64 {
+	if x != nil {
+		return x.LocalDenials
+	}
+	return 0
+}
+
 var File_limiter_proto protoreflect.FileDescriptor
 
 const file_limiter_proto_rawDesc = "" +
@@ -1733,7 +1759,7 @@ const file_limiter_proto_rawDesc = "" +
 	"\x1aTransferLeadershipResponse\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\"=\n" +
 	"\rStatusRequest\x12,\n" +
-	"\x12include_state_hash\x18\x01 \x01(\bR\x10includeStateHash\"\x96\x04\n" +
+	"\x12include_state_hash\x18\x01 \x01(\bR\x10includeStateHash\"\xfb\x04\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x12\n" +
@@ -1754,7 +1780,12 @@ const file_limiter_proto_rawDesc = "" +
 	"\vapi_address\x18\x0f \x01(\tR\n" +
 	"apiAddress\x12\x1d\n" +
 	"\n" +
-	"state_hash\x18\x10 \x01(\fR\tstateHash*B\n" +
+	"state_hash\x18\x10 \x01(\fR\tstateHash\x12\x1d\n" +
+	"\n" +
+	"lease_held\x18\x11 \x01(\bR\tleaseHeld\x12\x1f\n" +
+	"\vlease_reads\x18\x12 \x01(\x04R\n" +
+	"leaseReads\x12#\n" +
+	"\rlocal_denials\x18\x13 \x01(\x04R\flocalDenials*B\n" +
 	"\vConsistency\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x00\x12\x15\n" +
 	"\x11CONSISTENCY_STALE\x10\x01*K\n" +
