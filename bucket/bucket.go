@@ -39,7 +39,7 @@ func NewBucket(l *Limit, now int64) Bucket {
 // Refilling at t1 then t2 leaves exactly the state of one refill at t2.
 func (b *Bucket) refill(l *Limit, now, skew int64) {
 	if now < b.last {
-		if b.last-now > skew {
+		if uint64(b.last)-uint64(now) > uint64(skew) { // unsigned: exact for any two int64 times
 			b.last = now
 		}
 		return

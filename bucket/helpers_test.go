@@ -19,8 +19,8 @@ const (
 	hours   = int64(time.Hour)
 )
 
-// newLimit builds a limit or fails the test.
-func newLimit(tb testing.TB, rate int64, period time.Duration, burst int64) Limit {
+// testLimit builds a limit or fails the test.
+func testLimit(tb testing.TB, rate int64, period time.Duration, burst int64) Limit {
 	tb.Helper()
 	l, err := NewLimit(rate, period, burst)
 	if err != nil {
@@ -29,8 +29,8 @@ func newLimit(tb testing.TB, rate int64, period time.Duration, burst int64) Limi
 	return l
 }
 
-// take is Bucket.Take with DefaultSkew that fails the test on an error.
-func take(tb testing.TB, b *Bucket, l *Limit, now, cost int64) Result {
+// mustTake is Bucket.Take with DefaultSkew that fails the test on an error.
+func mustTake(tb testing.TB, b *Bucket, l *Limit, now, cost int64) Result {
 	tb.Helper()
 	res, err := b.Take(l, now, cost, DefaultSkew)
 	if err != nil {
@@ -39,8 +39,8 @@ func take(tb testing.TB, b *Bucket, l *Limit, now, cost int64) Result {
 	return res
 }
 
-// keyedTake is Keyed.Take that fails the test on an error.
-func keyedTake(tb testing.TB, k *Keyed, key string, now, cost int64) Result {
+// mustKeyedTake is Keyed.Take that fails the test on an error.
+func mustKeyedTake(tb testing.TB, k *Keyed, key string, now, cost int64) Result {
 	tb.Helper()
 	res, err := k.Take(key, now, cost)
 	if err != nil {
@@ -53,7 +53,7 @@ func keyedTake(tb testing.TB, k *Keyed, key string, now, cost int64) Result {
 func emptyBucket(tb testing.TB, l *Limit, now int64) Bucket {
 	tb.Helper()
 	b := NewBucket(l, now)
-	if res := take(tb, &b, l, now, l.Burst()); !res.Allowed {
+	if res := mustTake(tb, &b, l, now, l.Burst()); !res.Allowed {
 		tb.Fatalf("draining a full bucket of %v was denied: %+v", *l, res)
 	}
 	return b

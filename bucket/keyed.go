@@ -138,7 +138,11 @@ func (k *Keyed) SetLimit(l Limit, now int64) {
 	k.limit.Store(&l)
 }
 
-// Evict drops every bucket that is full at now and returns how many it dropped.
+// Evict drops every bucket that was already full skew before now (so that a take whose clock reads
+// up to the skew tolerance behind the sweeper's still gets the answer it would have got) and
+// returns how many it dropped. After a clock reset by more than the skew, a dropped bucket reads
+// as full where the kept one would have re-anchored without refill: keep clocks monotonic (the
+// replicated FSM's is) where that matters.
 func (k *Keyed) Evict(now int64) int {
 	n := 0
 	for i := range k.shards {
@@ -154,10 +158,14 @@ func (k *Keyed) EvictShard(i int, now int64) int {
 		return 0
 	}
 	s := &k.shards[i]
+	at := now - k.skew
+	if at > now { // underflow near the start of the int64 range
+		return 0
+	}
 	s.mu.Lock()
 	n := 0
 	for key, b := range s.m {
-		if b.Full(&s.limit, now) {
+		if b.Full(&s.limit, at) {
 			delete(s.m, key)
 			n++
 		}

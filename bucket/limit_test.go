@@ -73,12 +73,12 @@ func TestNewLimit_AcceptsLargestRepresentable(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l := newLimit(t, tt.rate, tt.period, tt.burst)
+			l := testLimit(t, tt.rate, tt.period, tt.burst)
 			if l.cap != tt.wantCap {
 				t.Fatalf("capacity %d units, want %d", l.cap, tt.wantCap)
 			}
 			b := NewBucket(&l, t0)
-			if res := take(t, &b, &l, t0, l.Burst()); !res.Allowed || res.Remaining != 0 {
+			if res := mustTake(t, &b, &l, t0, l.Burst()); !res.Allowed || res.Remaining != 0 {
 				t.Fatalf("taking the whole burst %d of a full bucket: %+v", l.Burst(), res)
 			}
 		})
@@ -86,7 +86,7 @@ func TestNewLimit_AcceptsLargestRepresentable(t *testing.T) {
 }
 
 func TestNewLimit_ZeroBurstDefaultsToRate(t *testing.T) {
-	l := newLimit(t, 1000, time.Minute, 0)
+	l := testLimit(t, 1000, time.Minute, 0)
 	if l.Burst() != 1000 || l.Rate() != 1000 || l.Period() != time.Minute {
 		t.Fatalf("NewLimit(1000, 1m, 0) = rate %d period %v burst %d; want 1000, 1m, 1000", l.Rate(), l.Period(), l.Burst())
 	}
@@ -96,22 +96,22 @@ func TestNewLimit_ZeroBurstDefaultsToRate(t *testing.T) {
 	// Behaviourally: a fresh bucket grants exactly 1000 tokens at one instant.
 	b := NewBucket(&l, t0)
 	for i := 0; i < 1000; i++ {
-		if res := take(t, &b, &l, t0, 1); !res.Allowed {
+		if res := mustTake(t, &b, &l, t0, 1); !res.Allowed {
 			t.Fatalf("take %d of 1000 denied: %+v", i+1, res)
 		}
 	}
-	if res := take(t, &b, &l, t0, 1); res.Allowed {
+	if res := mustTake(t, &b, &l, t0, 1); res.Allowed {
 		t.Fatalf("take 1001 of a 1000-token burst allowed: %+v", res)
 	}
 }
 
 func TestNewLimit_ExplicitBurstIsKept(t *testing.T) {
-	l := newLimit(t, 10, time.Second, 3)
+	l := testLimit(t, 10, time.Second, 3)
 	if l.Burst() != 3 {
 		t.Fatalf("Burst() = %d, want 3", l.Burst())
 	}
 	b := NewBucket(&l, t0)
-	if res := take(t, &b, &l, t0, 3); !res.Allowed || res.Limit != 3 {
+	if res := mustTake(t, &b, &l, t0, 3); !res.Allowed || res.Limit != 3 {
 		t.Fatalf("take 3 of burst 3: %+v", res)
 	}
 }
