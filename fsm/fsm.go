@@ -272,8 +272,10 @@ func (f *FSM) setLimit(spec LimitSpec) (*LimitInfo, error) {
 		return nil, fmt.Errorf("limit %q: %w", spec.Name, err)
 	}
 	ls, ok := f.limits[spec.Name]
+	// Buckets here see only the log clock, which never moves backward, so they need no skew
+	// tolerance; with none, eviction drops a bucket as soon as it is full, on every replica alike.
 	if !ok {
-		ls = &limitState{name: spec.Name, limit: l, keyed: bucket.NewKeyed(l, bucket.WithSkew(f.cfg.Skew))}
+		ls = &limitState{name: spec.Name, limit: l, keyed: bucket.NewKeyed(l, bucket.WithSkew(0))}
 		f.limits[spec.Name] = ls
 	} else if ls.limit != l {
 		ls.keyed.SetLimit(l, f.clock)

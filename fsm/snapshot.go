@@ -208,7 +208,7 @@ func (f *FSM) Restore(r io.Reader, index uint64) error {
 			break
 		}
 		prev = name
-		ls := &limitState{name: name, limit: l, keyed: bucket.NewKeyed(l, bucket.WithSkew(f.cfg.Skew))}
+		ls := &limitState{name: name, limit: l, keyed: bucket.NewKeyed(l, bucket.WithSkew(0))}
 		limits[name] = ls
 		prevKey, first := "", true
 		for m := d.uvarint(); m > 0 && d.err == nil; m-- {
