@@ -42,6 +42,16 @@ func BenchmarkTakeSingleKey(b *testing.B) {
 			}
 		}
 	})
+	b.Run("limiter_single", func(b *testing.B) { // one concurrency-safe bucket, like rate.Limiter
+		lm := NewLimiter(benchLimit(b), benchTime.UnixNano())
+		now := benchTime.UnixNano()
+		b.ReportAllocs()
+		for b.Loop() {
+			if res, _ := lm.Take(now, 1); !res.Allowed {
+				b.Fatal("denied")
+			}
+		}
+	})
 	b.Run("xrate", func(b *testing.B) {
 		lim := rate.NewLimiter(benchRate, benchBurst)
 		b.ReportAllocs()

@@ -50,12 +50,12 @@ func (b *Bucket) refill(l *Limit, now, skew int64) {
 	if deficit == 0 {
 		return
 	}
-	// Compare times rather than multiplying dt by r, so no elapsed time can overflow.
-	if uint64(dt) >= (deficit-1)/l.r+1 {
+	// A 128-bit product, so no elapsed time can overflow.
+	if hi, lo := bits.Mul64(uint64(dt), l.r); hi != 0 || lo >= deficit {
 		b.tokens = l.cap
-		return
+	} else {
+		b.tokens += lo
 	}
-	b.tokens += uint64(dt) * l.r // < deficit, so no overflow
 }
 
 // result describes the bucket (already refilled to now) for a take of cost.
@@ -65,13 +65,12 @@ func (b *Bucket) result(l *Limit, now int64, cost int64, allowed bool) Result {
 		ahead = b.last - now
 	}
 	res := Result{
-		Allowed:    allowed,
-		Remaining:  int64(b.tokens / l.p),
-		Limit:      l.burst,
-		ResetAfter: time.Duration(sat(ahead, l.nanosFor(l.cap-b.tokens))),
+		Allowed:   allowed,
+		Remaining: int64(l.byP.div(b.tokens)),
+		Limit:     l.burst,
 	}
-	if b.tokens == l.cap {
-		res.ResetAfter = 0
+	if b.tokens != l.cap {
+		res.ResetAfter = time.Duration(sat(ahead, l.nanosFor(l.cap-b.tokens)))
 	}
 	if !allowed {
 		need := uint64(cost) * l.p
@@ -87,22 +86,22 @@ func (b *Bucket) result(l *Limit, now int64, cost int64, allowed bool) Result {
 // returns an error wrapping ErrInvalidCost or ErrCostExceedsBurst (with RetryAfter Never) for
 // a cost that can never be granted, and leaves the bucket untouched.
 func (b *Bucket) Take(l *Limit, now, cost int64, skew time.Duration) (Result, error) {
-	if err := l.checkCost(cost); err != nil {
-		return Result{Limit: l.burst, RetryAfter: Never}, err
+	if cost <= 0 || cost > l.burst || l.p == 0 { // one inlined test for the common case
+		return Result{Limit: l.burst, RetryAfter: Never}, l.checkCost(cost)
 	}
 	b.refill(l, now, int64(skew))
 	need := uint64(cost) * l.p
-	if need > b.tokens {
-		return b.result(l, now, cost, false), nil
+	allowed := need <= b.tokens
+	if allowed {
+		b.tokens -= need
 	}
-	b.tokens -= need
-	return b.result(l, now, cost, true), nil
+	return b.result(l, now, cost, allowed), nil
 }
 
 // Peek reports what Take would decide now, without changing the bucket.
 func (b Bucket) Peek(l *Limit, now, cost int64, skew time.Duration) (Result, error) {
-	if err := l.checkCost(cost); err != nil {
-		return Result{Limit: l.burst, RetryAfter: Never}, err
+	if cost <= 0 || cost > l.burst || l.p == 0 {
+		return Result{Limit: l.burst, RetryAfter: Never}, l.checkCost(cost)
 	}
 	b.refill(l, now, int64(skew))
 	return b.result(l, now, cost, uint64(cost)*l.p <= b.tokens), nil
@@ -125,11 +124,12 @@ func (b *Bucket) Full(l *Limit, now int64) bool {
 		return false // a bucket ahead of the clock refills later than a fresh one would
 	}
 	deficit := l.cap - b.tokens
-	return deficit == 0 || uint64(now-b.last) >= (deficit-1)/l.r+1
+	hi, lo := bits.Mul64(uint64(now-b.last), l.r)
+	return hi != 0 || lo >= deficit
 }
 
 // Tokens reports the whole tokens in the bucket as of its last refill.
-func (b *Bucket) Tokens(l *Limit) int64 { return int64(b.tokens / l.p) }
+func (b *Bucket) Tokens(l *Limit) int64 { return int64(l.byP.div(b.tokens)) }
 
 // State exposes the raw state for encoding: units (tokens × the limit's reduced period) and the
 // time of the last refill. FromState is its inverse.

@@ -272,7 +272,7 @@ func TestEvictShard_DropsOnlyThatShard(t *testing.T) {
 	for i := 0; i < 1000; i++ {
 		key := fmt.Sprint(i)
 		mustKeyedTake(t, k, key, t0, 1)
-		perShard[fnv32a(key)&(shardCount-1)]++
+		perShard[shardHash(key)&(shardCount-1)]++
 	}
 	full := t0 + 60*millis + int64(DefaultSkew) // full at t0+60ms; evicted once that is a skew behind
 	for _, i := range []int{-1, ShardCount, 1 << 20} {

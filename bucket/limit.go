@@ -39,6 +39,8 @@ type Limit struct {
 	r      uint64 // units added per nanosecond
 	p      uint64 // units per token
 	cap    uint64 // burst * p
+	byR    divider
+	byP    divider
 }
 
 // NewLimit returns the limit of rate tokens per period with the given burst capacity; a burst of
@@ -64,7 +66,7 @@ func NewLimit(rate int64, period time.Duration, burst int64) (Limit, error) {
 		return Limit{}, fmt.Errorf("%w: %d per %v with burst %d is not representable exactly (burst × reduced period overflows 63 bits); use a smaller burst or a rate that divides the period more evenly",
 			ErrInvalidLimit, rate, period, burst)
 	}
-	return Limit{rate: rate, period: int64(period), burst: burst, r: r, p: p, cap: c}, nil
+	return Limit{rate: rate, period: int64(period), burst: burst, r: r, p: p, cap: c, byR: newDivider(r), byP: newDivider(p)}, nil
 }
 
 // MustLimit is NewLimit for constants in tests and examples; it panics on an invalid limit.
@@ -109,10 +111,7 @@ func (l *Limit) checkCost(cost int64) error {
 
 // nanosFor returns the time, rounded up to a whole nanosecond, in which the bucket gains units.
 func (l *Limit) nanosFor(units uint64) int64 {
-	if units == 0 {
-		return 0
-	}
-	return int64((units-1)/l.r + 1) // cannot overflow: units <= cap < 2^63
+	return int64(l.byR.ceil(units)) // cannot overflow: units <= cap < 2^63
 }
 
 func gcd(a, b uint64) uint64 {
