@@ -39,6 +39,7 @@ a later run picks up the same state. Plaintext and loopback only: never expose i
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "keep the cluster's data here (default: a temporary folder removed on exit)")
+	cmd.Flags().IntVar(&f.inflight, "inflight-batches", 1, "batch entries of takes in flight at once (group commit)")
 	addLogFlags(cmd.Flags(), &f)
 	return cmd
 }
@@ -73,6 +74,7 @@ func runDev(ctx context.Context, f nodeFlags, dataDir string, stdout, stderr io.
 		cfg.ID, cfg.RaftAddr, cfg.DataDir, cfg.Bootstrap = p.ID, p.RaftAddr, filepath.Join(dataDir, p.ID), peers
 		cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 500*time.Millisecond, 500*time.Millisecond, 250*time.Millisecond
 		cfg.RaftLogOutput, cfg.RaftLogLevel = stderr, f.raftLogLevel
+		cfg.MaxInflightBatches = f.inflight
 		in, err := server.StartInstance(server.InstanceConfig{Node: cfg, APIListen: fmt.Sprintf("127.0.0.1:%d", devAPIBase+i), Logger: log})
 		if err != nil {
 			return fmt.Errorf("start %s: %w", p.ID, err)

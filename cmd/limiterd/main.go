@@ -37,6 +37,7 @@ type nodeFlags struct {
 	logLevel, logFormat, raftLogLevel                                       string
 	heartbeat                                                               time.Duration
 	peerAddrs, clockSkewFile                                                string
+	inflight                                                                int
 }
 
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -69,6 +70,7 @@ For a local 3-node cluster in one process, run: limiterd dev`,
 	fl.StringVar(&f.bootstrap, "bootstrap", "", "create a new cluster with these voters: id=raft-host:port,... (must include this node; ignored when the data dir has state)")
 	fl.StringVar(&f.join, "join", "", "join an existing cluster by asking any of these members' gRPC addresses: host:port,...")
 	addLogFlags(fl, &f)
+	fl.IntVar(&f.inflight, "inflight-batches", 1, "batch entries of takes in flight at once (group commit)")
 	fl.DurationVar(&f.heartbeat, "heartbeat-timeout", time.Second, "Raft heartbeat and election timeout")
 	fl.StringVar(&f.peerAddrs, "raft-peer-addrs", "", "dial these addresses for these peers instead of their advertised Raft addresses: id=host:port,... (NAT, or a proxy per link)")
 	fl.StringVar(&f.clockSkewFile, "clock-skew-file", "", "testing only: skew this node's clocks as a JSON file says ({\"offset_ns\":N,\"drift_ppm\":N}), re-read every 20ms")
@@ -131,6 +133,7 @@ func runNode(ctx context.Context, f nodeFlags, stdout, stderr io.Writer) error {
 	cfg.APIAddr = f.apiAdvertise
 	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = f.heartbeat, f.heartbeat, f.heartbeat/2
 	cfg.RaftLogOutput, cfg.RaftLogLevel = stderr, f.raftLogLevel
+	cfg.MaxInflightBatches = f.inflight
 	if f.bootstrap != "" {
 		if cfg.Bootstrap, err = node.ParsePeers(f.bootstrap); err != nil {
 			return fmt.Errorf("--bootstrap: %w", err)
