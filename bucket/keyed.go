@@ -29,11 +29,55 @@ type Keyed struct {
 	setMu  sync.Mutex            // serialises SetLimit calls
 }
 
+// shard holds its buckets in a slab indexed by a map, so a take on an existing key only reads
+// the map (a Go map write touches the map's header, and the 64 headers, allocated together,
+// share cache lines: writing them from two cores made parallel takes slower than serial ones).
 type shard struct {
 	mu    sync.Mutex
-	m     map[string]Bucket
+	idx   map[string]uint32
+	slab  []Bucket
+	free  []uint32 // slab slots of evicted buckets
 	limit Limit
-	_     [192 - 8 - 8 - unsafe.Sizeof(Limit{})]byte // 3 whole cache lines: no false sharing
+	_     [256 - 8 - 8 - 24 - 24 - unsafe.Sizeof(Limit{})]byte // whole cache lines: no false sharing
+}
+
+// get returns key's bucket, or nil.
+func (s *shard) get(key string) *Bucket {
+	if i, ok := s.idx[key]; ok {
+		return &s.slab[i]
+	}
+	return nil
+}
+
+// put stores b under key, reusing a free slot.
+func (s *shard) put(key string, b Bucket) {
+	if i, ok := s.idx[key]; ok {
+		s.slab[i] = b
+		return
+	}
+	var i uint32
+	if n := len(s.free); n > 0 {
+		i, s.free = s.free[n-1], s.free[:n-1]
+	} else {
+		i = uint32(len(s.slab))
+		s.slab = append(s.slab, Bucket{})
+	}
+	s.slab[i] = b
+	s.idx[key] = i
+}
+
+// compact rebuilds the slab once most of it is free, so memory follows the live keys.
+func (s *shard) compact() {
+	if len(s.slab) < 1024 || len(s.free) < len(s.slab)*3/4 {
+		return
+	}
+	slab := make([]Bucket, 0, len(s.idx)+len(s.idx)/4)
+	idx := make(map[string]uint32, len(s.idx))
+	for key, i := range s.idx {
+		idx[key] = uint32(len(slab))
+		slab = append(slab, s.slab[i])
+	}
+	s.idx, s.slab, s.free = idx, slab, nil
 }
 
 // Option configures a Keyed store.
@@ -57,7 +101,7 @@ func NewKeyed(l Limit, opts ...Option) *Keyed {
 	}
 	for i := range k.shards {
 		k.shards[i].limit = l
-		k.shards[i].m = make(map[string]Bucket)
+		k.shards[i].idx = make(map[string]uint32)
 	}
 	k.limit.Store(&l)
 	return k
@@ -101,14 +145,14 @@ func (k *Keyed) Take(key string, now, cost int64) (Result, error) {
 		s.mu.Unlock()
 		return Result{Limit: l.burst, RetryAfter: Never}, err
 	}
-	b, ok := s.m[key]
-	if !ok {
-		b = NewBucket(l, now)
+	if b := s.get(key); b != nil {
+		res, _ := b.Take(l, now, cost, time.Duration(k.skew))
+		s.mu.Unlock()
+		return res, nil
 	}
+	b := NewBucket(l, now)
 	res, _ := b.Take(l, now, cost, time.Duration(k.skew))
-	if res.Allowed || ok {
-		s.m[key] = b // a denied take on an absent (full) bucket cannot happen, but stay exact
-	}
+	s.put(key, b) // allowed: an absent bucket is full and cost <= burst
 	s.mu.Unlock()
 	return res, nil
 }
@@ -118,9 +162,9 @@ func (k *Keyed) Peek(key string, now, cost int64) (Result, error) {
 	s := k.shardOf(key)
 	s.mu.Lock()
 	l := &s.limit
-	b, ok := s.m[key]
-	if !ok {
-		b = NewBucket(l, now)
+	b := NewBucket(l, now)
+	if p := s.get(key); p != nil {
+		b = *p
 	}
 	res, err := b.Peek(l, now, cost, time.Duration(k.skew))
 	s.mu.Unlock()
@@ -138,9 +182,8 @@ func (k *Keyed) SetLimit(l Limit, now int64) {
 		s := &k.shards[i]
 		s.mu.Lock()
 		old := s.limit
-		for key, b := range s.m {
-			b.Rescale(&old, &l, now, time.Duration(k.skew))
-			s.m[key] = b
+		for _, i := range s.idx {
+			s.slab[i].Rescale(&old, &l, now, time.Duration(k.skew))
 		}
 		s.limit = l
 		s.mu.Unlock()
@@ -174,12 +217,14 @@ func (k *Keyed) EvictShard(i int, now int64) int {
 	}
 	s.mu.Lock()
 	n := 0
-	for key, b := range s.m {
-		if b.Full(&s.limit, at) {
-			delete(s.m, key)
+	for key, i := range s.idx {
+		if s.slab[i].Full(&s.limit, at) {
+			delete(s.idx, key)
+			s.free = append(s.free, i)
 			n++
 		}
 	}
+	s.compact()
 	s.mu.Unlock()
 	return n
 }
@@ -190,7 +235,7 @@ func (k *Keyed) Len() int {
 	for i := range k.shards {
 		s := &k.shards[i]
 		s.mu.Lock()
-		n += len(s.m)
+		n += len(s.idx)
 		s.mu.Unlock()
 	}
 	return n
@@ -200,16 +245,20 @@ func (k *Keyed) Len() int {
 func (k *Keyed) Get(key string) (Bucket, bool) {
 	s := k.shardOf(key)
 	s.mu.Lock()
-	b, ok := s.m[key]
+	var b Bucket
+	p := s.get(key)
+	if p != nil {
+		b = *p
+	}
 	s.mu.Unlock()
-	return b, ok
+	return b, p != nil
 }
 
 // Put stores a bucket for key (used to restore a snapshot).
 func (k *Keyed) Put(key string, b Bucket) {
 	s := k.shardOf(key)
 	s.mu.Lock()
-	s.m[key] = b
+	s.put(key, b)
 	s.mu.Unlock()
 }
 
@@ -219,8 +268,8 @@ func (k *Keyed) Range(fn func(key string, b Bucket)) {
 	for i := range k.shards {
 		s := &k.shards[i]
 		s.mu.Lock()
-		for key, b := range s.m {
-			fn(key, b)
+		for key, i := range s.idx {
+			fn(key, s.slab[i])
 		}
 		s.mu.Unlock()
 	}
