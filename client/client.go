@@ -292,3 +292,26 @@ func (c *Client) Peek(ctx context.Context, limit, key string, cost int64, stale 
 	}
 	return fromPB(resp.GetDecision()), time.Duration(resp.GetStalenessNanos()), nil
 }
+
+// ResolveAddrs picks the node addresses for a command-line tool: the flag's value when the flag
+// was given (flagSet), else the environment variable's value (envName, for messages) when it is
+// not blank, else the flag's default. Lists are comma-separated; blanks are trimmed and empty
+// entries and duplicates dropped.
+func ResolveAddrs(flag string, flagSet bool, env, envName string) ([]string, error) {
+	from, list := "--addr", flag
+	if !flagSet && strings.TrimSpace(env) != "" {
+		from, list = envName, env
+	}
+	var addrs []string
+	seen := map[string]bool{}
+	for _, a := range strings.Split(list, ",") {
+		if a = strings.TrimSpace(a); a != "" && !seen[a] {
+			seen[a] = true
+			addrs = append(addrs, a)
+		}
+	}
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("no node addresses in %s", from)
+	}
+	return addrs, nil
+}

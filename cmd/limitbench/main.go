@@ -39,6 +39,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/limiterd/limiter/client"
 	"io"
 	"os"
 	"os/signal"
@@ -162,22 +163,7 @@ func parseMix(s string) (Mix, error) {
 // those of env (LIMITCTL_ADDR) when not blank, else the flag's default. Blanks are trimmed and
 // empty entries and duplicates dropped.
 func resolveAddrs(flag string, flagSet bool, env string) ([]string, error) {
-	from, list := "--addr", flag
-	if !flagSet && strings.TrimSpace(env) != "" {
-		from, list = addrEnv, env
-	}
-	var addrs []string
-	seen := map[string]bool{}
-	for _, a := range strings.Split(list, ",") {
-		if a = strings.TrimSpace(a); a != "" && !seen[a] {
-			seen[a] = true
-			addrs = append(addrs, a)
-		}
-	}
-	if len(addrs) == 0 {
-		return nil, fmt.Errorf("no node addresses in %s", from)
-	}
-	return addrs, nil
+	return client.ResolveAddrs(flag, flagSet, env, addrEnv)
 }
 
 // flags holds the raw command-line flags; config turns them into a validated Config.

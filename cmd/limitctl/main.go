@@ -276,22 +276,7 @@ func (a *app) prepare(cmd *cobra.Command, _ []string) error {
 // (flagSet), else those of env (LIMITCTL_ADDR) when it is not blank, else the flag's default.
 // Lists are comma-separated; blanks are trimmed and empty entries and duplicates dropped.
 func resolveAddrs(flag string, flagSet bool, env string) ([]string, error) {
-	from, list := "--addr", flag
-	if !flagSet && strings.TrimSpace(env) != "" {
-		from, list = addrEnv, env
-	}
-	var addrs []string
-	seen := map[string]bool{}
-	for _, a := range strings.Split(list, ",") {
-		if a = strings.TrimSpace(a); a != "" && !seen[a] {
-			seen[a] = true
-			addrs = append(addrs, a)
-		}
-	}
-	if len(addrs) == 0 {
-		return nil, fmt.Errorf("no node addresses in %s", from)
-	}
-	return addrs, nil
+	return client.ResolveAddrs(flag, flagSet, env, addrEnv)
 }
 
 // action is the body of a command: it runs under the --timeout deadline with a client for the
