@@ -34,12 +34,13 @@
 //
 // A Bucket is 16 bytes. A key with no bucket behaves as a full one, so Keyed.Evict drops buckets
 // that have refilled to full by the caller's clock; that changes no answer and keeps memory
-// proportional to recently active keys (about 60 to 90 bytes per key with 16-byte names, see
-// BenchmarkMemoryPerKey). Keyed.StartSweeper runs Evict in the background for the embedded mode.
+// proportional to recently active keys (about 90 bytes per key with 16-byte names, map and slab
+// included; see BenchmarkMemoryPerKey). Keyed.StartSweeper runs Evict in the background for the embedded mode.
 //
 // # Concurrency
 //
-// Bucket is a plain value and is not safe for concurrent use. Keyed is: keys are spread over 64
-// mutex-guarded shards by a deterministic hash, so takes on different keys run in parallel and a
-// limit change moves shard by shard without failing or losing a concurrent take.
+// Bucket is a plain value and is not safe for concurrent use. Limiter (one bucket) and Keyed
+// (many) are: Keyed spreads keys over 64 mutex-guarded shards by a deterministic hash, so takes on
+// different keys run in parallel and a limit change moves shard by shard without failing or
+// losing a concurrent take.
 package bucket

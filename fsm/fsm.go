@@ -147,10 +147,6 @@ func (f *FSM) Apply(index uint64, data []byte) *Response {
 	return resp
 }
 
-// Skip records that the entry at index carried no command for this state machine (a Raft
-// configuration change or no-op), so AppliedIndex keeps up with the log.
-func (f *FSM) Skip(index uint64) { f.applied.Store(index) }
-
 func (f *FSM) apply(cmd *Command) *Response {
 	f.advance(cmd.Stamp)
 	var resp Response
