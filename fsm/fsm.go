@@ -329,23 +329,28 @@ func (f *FSM) Peek(limit, key string, cost int64, now int64) (bucket.Result, err
 	return ls.keyed.Peek(key, now, cost)
 }
 
-// Recorded returns the recorded outcome of a take whose request ID is in the exactly-once
-// table with the same content (Replayed set), so a retry can be answered without a log entry.
-func (f *FSM) Recorded(t Take) (TakeOutcome, bool) {
+// Recorded looks a take's request ID up in the exactly-once table. With the same content it
+// returns the recorded outcome (Replayed set) and recorded true, so a retry can be answered
+// without a log entry. present reports whether the ID is in the table at all: present without
+// recorded means the ID was used for a different request, which only the log may refuse.
+func (f *FSM) Recorded(t Take) (out TakeOutcome, recorded, present bool) {
 	if t.RequestID == "" {
-		return TakeOutcome{}, false
+		return TakeOutcome{}, false, false
 	}
 	f.mu.RLock()
 	o := f.dedup.get(t.RequestID)
 	f.mu.RUnlock()
-	if o == nil || o.fp != t.fingerprint() {
-		return TakeOutcome{}, false
+	if o == nil {
+		return TakeOutcome{}, false, false
 	}
-	out := TakeOutcome{Results: o.results, Replayed: true}
+	if o.fp != t.fingerprint() {
+		return TakeOutcome{}, false, true
+	}
+	out = TakeOutcome{Results: o.results, Replayed: true}
 	if o.err != nil {
 		out.Err = o.err
 	}
-	return out, true
+	return out, true, true
 }
 
 // Limit returns the named limit.

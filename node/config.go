@@ -27,6 +27,9 @@ var (
 	ErrShutdown = errors.New("node is shut down")
 	// ErrUnknownMember: a membership call names a server that is not in the configuration.
 	ErrUnknownMember = errors.New("unknown member")
+	// ErrBusy: the command was not appended (raft's queue was full, or a restore aborted it);
+	// it is safe to retry.
+	ErrBusy = errors.New("busy: the command was not appended")
 )
 
 // Peer is one member of a bootstrap configuration.

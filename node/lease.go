@@ -16,10 +16,11 @@ import (
 // none can exist before t0 + HeartbeatTimeout (less one heartbeat interval and clock drift). The
 // lease is half the heartbeat timeout, well inside that.
 type leaseState struct {
-	mu    sync.Mutex
-	term  uint64
-	until time.Duration
-	gen   uint64
+	mu        sync.Mutex
+	term      uint64
+	until     time.Duration
+	gen       uint64
+	notBefore time.Duration // no lease may start before this monotonic time
 }
 
 // drop ends the lease at once (leadership change, transfer, membership change, shutdown).
@@ -27,6 +28,16 @@ func (l *leaseState) drop() {
 	l.mu.Lock()
 	l.until, l.term = 0, 0
 	l.gen++
+	l.mu.Unlock()
+}
+
+// holdOff drops the lease and refuses a new one whose start is before t (after a leadership
+// transfer began: its target may win an election without the followers' stickiness).
+func (l *leaseState) holdOff(t time.Duration) {
+	l.mu.Lock()
+	l.until, l.term = 0, 0
+	l.gen++
+	l.notBefore = max(l.notBefore, t)
 	l.mu.Unlock()
 }
 
@@ -39,10 +50,10 @@ func (l *leaseState) generation() uint64 {
 
 // extend holds the lease in term until `until`, unless it was dropped since generation gen was
 // read (a renewal that raced with a drop must not revive it).
-func (l *leaseState) extend(gen, term uint64, until time.Duration) bool {
+func (l *leaseState) extend(gen, term uint64, start, until time.Duration) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.gen != gen {
+	if l.gen != gen || start < l.notBefore {
 		return false
 	}
 	l.term, l.until = term, until
@@ -74,7 +85,7 @@ func (n *Node) renewLease(term uint64) {
 			t0 := n.cfg.Mono() // before the round: the lease is measured from here
 			if err := n.raft.VerifyLeader().Error(); err == nil &&
 				n.ready.Load() == term && n.raft.CurrentTerm() == term && n.configChanges.Load() == 0 {
-				n.lease.extend(gen, term, t0+n.cfg.LeaseDuration)
+				n.lease.extend(gen, term, t0, t0+n.cfg.LeaseDuration)
 			}
 		}
 		select {
@@ -84,6 +95,7 @@ func (n *Node) renewLease(term uint64) {
 		}
 		if n.raft.CurrentTerm() != term || n.raft.State().String() != "Leader" {
 			n.lease.drop()
+			n.renewing.CompareAndSwap(term, 0)
 			return
 		}
 	}

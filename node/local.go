@@ -62,11 +62,12 @@ func (p *pendingSet) quiet(t *fsm.Take) bool {
 // the stamp it was evaluated at: later entries carry later stamps. ok is false when the take
 // must go through the log.
 func (n *Node) LocalTake(ctx context.Context, t fsm.Take) (out fsm.TakeOutcome, ok bool) {
-	if rec, found := n.fsm.Recorded(t); found {
+	rec, recorded, present := n.fsm.Recorded(t)
+	if recorded {
 		return rec, true // the outcome is final once recorded; any member may repeat it
 	}
-	if !n.LeaseHeld() {
-		return fsm.TakeOutcome{}, false
+	if present || !n.LeaseHeld() {
+		return fsm.TakeOutcome{}, false // a reused ID is refused by the log, not denied here
 	}
 	term := n.raft.CurrentTerm()
 	now := n.Stamp() // before the pending check: a take not pending now is stamped after this

@@ -112,19 +112,18 @@ func (n *Node) RemoveServer(ctx context.Context, id string) error {
 	return nil
 }
 
-// TransferLeadership hands leadership to id (any up-to-date voter when id is ""). Readiness is
-// dropped first so no read is served from this node's state once the transfer starts.
+// TransferLeadership hands leadership to id (any up-to-date voter when id is ""). Readiness and
+// the lease are dropped before the transfer starts, since the target is elected at once, without
+// the followers' stickiness. If the transfer fails and this node still leads, it becomes ready
+// again only through a new barrier, and takes no lease for another election timeout (the target
+// may still have been campaigning). raft bounds the transfer by the election timeout, so the
+// wait does not follow ctx.
 func (n *Node) TransferLeadership(ctx context.Context, id string) error {
 	if n.raft.State() != raft.Leader {
 		return ErrNotLeader
 	}
-	n.ready.Store(0)
-	n.lease.drop()
-	var f raft.Future
-	if id == "" {
-		f = n.raft.LeadershipTransfer()
-	} else {
-		var addr raft.ServerAddress
+	var addr raft.ServerAddress
+	if id != "" {
 		cf := n.raft.GetConfiguration()
 		if err := n.waitCtx(ctx, cf); err != nil {
 			return fmt.Errorf("read configuration: %w", err)
@@ -137,13 +136,38 @@ func (n *Node) TransferLeadership(ctx context.Context, id string) error {
 		if addr == "" {
 			return fmt.Errorf("%w: %q", ErrUnknownMember, id)
 		}
+	}
+	term := n.raft.CurrentTerm()
+	n.ready.Store(0)
+	n.lease.holdOff(n.cfg.Mono() + 2*n.cfg.ElectionTimeout)
+	var f raft.Future
+	if id == "" {
+		f = n.raft.LeadershipTransfer()
+	} else {
 		f = n.raft.LeadershipTransferToServer(raft.ServerID(id), addr)
 	}
-	if err := n.waitCtx(ctx, f); err != nil {
-		if n.raft.State() == raft.Leader {
-			n.ready.Store(n.raft.CurrentTerm()) // still leader of the same term: the barrier holds
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-n.shutdownCh:
+		return ErrShutdown
+	}
+	if err != nil {
+		if n.raft.State() == raft.Leader && n.raft.CurrentTerm() == term {
+			n.lease.holdOff(n.cfg.Mono() + n.cfg.ElectionTimeout)
+			select {
+			case <-n.shutdownCh:
+			default:
+				n.wg.Add(1)
+				go func() {
+					defer n.wg.Done()
+					n.becomeReady(term)
+				}()
+			}
 		}
-		return fmt.Errorf("transfer leadership: %w", err)
+		return fmt.Errorf("transfer leadership: %w", translate(err))
 	}
 	return nil
 }

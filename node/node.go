@@ -41,6 +41,7 @@ type Node struct {
 	// because they change which servers form a quorum.
 	configChanges atomic.Int32
 	pending       pendingSet
+	renewing      atomic.Uint64 // the term whose lease renewer is running
 	localDenials  atomic.Uint64
 	leaseReads    atomic.Uint64
 
@@ -161,7 +162,8 @@ func Start(cfg Config) (*Node, error) {
 	if has && cfg.LeaseDuration > 0 {
 		// Restart guard: before the crash this node may have acknowledged a heartbeat that a
 		// leader's lease counts on; it must not vote for anyone else until that lease is over.
-		time.Sleep(cfg.LeaseDuration)
+		// A full heartbeat timeout covers the lease plus the heartbeat interval and drift.
+		time.Sleep(cfg.HeartbeatTimeout)
 	}
 	n.raft, err = raft.NewRaft(rc, &raftFSM{f: f, log: n.log, applied: n.clock.observe, mono: cfg.Mono}, n.store, n.store, snaps, n.trans)
 	if err != nil {
@@ -307,24 +309,38 @@ func (n *Node) watchLeadership() {
 				n.log.Info("lost leadership")
 				continue
 			}
-			term := n.raft.CurrentTerm()
-			// The barrier commits an entry of this term and waits until everything before it
-			// is applied, so reads and stamps start from the whole committed state.
-			if err := n.raft.Barrier(10 * time.Second).Error(); err != nil {
-				n.log.Warn("barrier after election failed", "err", err)
-				continue
-			}
-			n.clock.anchor(n.fsm.Clock(), n.cfg.Now(), n.cfg.Mono())
-			n.log.Info("stamp clock anchored", "stamp", n.Stamp(), "log_clock", n.fsm.Clock())
-			if n.raft.State() == raft.Leader && n.raft.CurrentTerm() == term {
-				n.ready.Store(term)
-				n.log.Info("leader ready", "term", term)
-				if n.cfg.LeaseDuration > 0 {
-					n.wg.Add(1)
-					go n.renewLease(term)
-				}
-			}
+			n.becomeReady(n.raft.CurrentTerm())
 		}
+	}
+}
+
+// becomeReady makes this leader ready to serve in term: it commits a barrier (an entry of this
+// term; Barrier also waits until everything before it is applied, so reads and stamps start from
+// the whole committed state), retrying while it still leads in that term, then anchors the stamp
+// clock, marks itself ready and keeps the read lease renewed.
+func (n *Node) becomeReady(term uint64) {
+	leads := func() bool { return n.raft.State() == raft.Leader && n.raft.CurrentTerm() == term }
+	for leads() {
+		err := n.raft.Barrier(10 * time.Second).Error()
+		if err == nil {
+			break
+		}
+		n.log.Warn("barrier in a new term failed; retrying", "term", term, "err", err)
+		select {
+		case <-n.shutdownCh:
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if !leads() {
+		return
+	}
+	n.clock.anchor(n.fsm.Clock(), n.cfg.Now(), n.cfg.Mono())
+	n.ready.Store(term)
+	n.log.Info("leader ready", "term", term, "stamp", n.Stamp(), "log_clock", n.fsm.Clock())
+	if n.cfg.LeaseDuration > 0 && n.renewing.Swap(term) != term { // one renewer per term
+		n.wg.Add(1)
+		go n.renewLease(term)
 	}
 }
 
@@ -498,6 +514,8 @@ func translate(err error) error {
 		return fmt.Errorf("%w: %w", ErrNotLeader, err)
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return fmt.Errorf("%w: %w", ErrShutdown, err)
+	case errors.Is(err, raft.ErrEnqueueTimeout), errors.Is(err, raft.ErrAbortedByRestore):
+		return fmt.Errorf("%w: %w", ErrBusy, err)
 	}
 	return err
 }

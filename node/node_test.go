@@ -343,3 +343,35 @@ func TestStart_RestartWaitsOutTheLeaseBeforeStartingRaft(t *testing.T) {
 		t.Fatalf("restart took %v, less than the lease %v: the restart guard did not wait", el, lease)
 	}
 }
+
+func TestTransferLeadership_UnknownTargetLeavesTheLeaderServing(t *testing.T) {
+	n := mustStartSingle(t, testConfig(t, "n1", t.TempDir()))
+	if err := n.TransferLeadership(context.Background(), "nobody"); !errors.Is(err, ErrUnknownMember) {
+		t.Fatalf("got %v, want ErrUnknownMember", err)
+	}
+	if !n.IsLeader() {
+		t.Fatalf("a refused transfer left the leader not ready")
+	}
+}
+
+func TestTransferLeadership_FailedTransferRestoresReadinessButHoldsOffTheLease(t *testing.T) {
+	cfg := testConfig(t, "n1", t.TempDir())
+	n := mustStartSingle(t, cfg)
+	for !n.LeaseHeld() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	// A single node has no one to hand leadership to: the transfer fails.
+	if err := n.TransferLeadership(context.Background(), ""); err == nil {
+		t.Fatalf("a transfer with no other voter succeeded")
+	}
+	if n.LeaseHeld() {
+		t.Fatalf("lease held right after a failed transfer (its target may still be campaigning)")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !n.IsLeader() || !n.LeaseHeld() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after a failed transfer the leader never became ready with a lease again (ready=%v)", n.IsLeader())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

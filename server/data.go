@@ -59,20 +59,26 @@ func (s *Server) TakeMany(ctx context.Context, req *limiterpb.TakeManyRequest) (
 	return resp, nil
 }
 
-// take runs a validated take on the leader. Requests that can never succeed (unknown limit,
-// cost above burst) are refused from local state without a log entry; the state machine checks
+// take runs a validated take on the leader. A retry of a recorded request gets its recorded
+// outcome first, whatever happened to the limit since. Under the lease, requests that can never
+// succeed (unknown limit, cost above burst) are refused from local state without a log entry;
+// without it, the log decides (a deposed leader's state may be stale). The state machine checks
 // again when it applies, so a limit changed in between is still handled exactly.
 func (s *Server) take(ctx context.Context, t fsm.Take) (fsm.TakeOutcome, error) {
-	for _, it := range t.Items {
-		info, err := s.node.FSM().Limit(it.Limit)
-		if err != nil {
-			return fsm.TakeOutcome{}, s.toStatus(ctx, err)
-		}
-		if it.Cost > info.Burst {
-			return fsm.TakeOutcome{}, invalidArg("cost %d exceeds the burst %d of limit %q: it can never be granted", it.Cost, info.Burst, it.Limit)
+	out, local := s.node.LocalTake(ctx, t)
+	if !local && s.node.LeaseHeld() {
+		if _, _, present := s.node.FSM().Recorded(t); !present {
+			for _, it := range t.Items {
+				info, err := s.node.FSM().Limit(it.Limit)
+				if err != nil {
+					return fsm.TakeOutcome{}, s.toStatus(ctx, err)
+				}
+				if it.Cost > info.Burst {
+					return fsm.TakeOutcome{}, invalidArg("cost %d exceeds the burst %d of limit %q: it can never be granted", it.Cost, info.Burst, it.Limit)
+				}
+			}
 		}
 	}
-	out, local := s.node.LocalTake(ctx, t)
 	var err error
 	if !local {
 		out, err = s.node.Take(ctx, t)

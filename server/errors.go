@@ -31,7 +31,7 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 	}
 	var code codes.Code
 	switch {
-	case errors.Is(err, node.ErrNotLeader), errors.Is(err, node.ErrShutdown):
+	case errors.Is(err, node.ErrNotLeader), errors.Is(err, node.ErrShutdown), errors.Is(err, node.ErrBusy):
 		return s.unavailable(ctx, err)
 	case errors.Is(err, fsm.ErrUnknownLimit), errors.Is(err, node.ErrUnknownMember):
 		code = codes.NotFound

@@ -504,3 +504,35 @@ func TestCluster_NewMemberCatchesUpFromSnapshotAndAllReplicasConverge(t *testing
 		t.Fatalf("consumed %d of 60", consumed)
 	}
 }
+
+func TestCluster_RetryOfRecordedTakeGetsItsAnswerEvenAfterTheLimitChanged(t *testing.T) {
+	c := mustStartCluster(t, 3)
+	cl := c.mustClient()
+	mustSetLimit(t, cl, "gone", 1, time.Hour, 5)
+	first := mustTake(t, cl, "gone", "k", 5, "rec-1")
+	// The reply was "lost"; meanwhile the limit's burst drops below the cost, then it is deleted.
+	mustSetLimit(t, cl, "gone", 1, time.Hour, 2)
+	again := mustTake(t, cl, "gone", "k", 5, "rec-1")
+	if !again.Replayed || again.Allowed != first.Allowed || again.Remaining != first.Remaining {
+		t.Fatalf("retry after a burst cut: %+v replayed=%v, want the recorded %+v", again.Decision, again.Replayed, first.Decision)
+	}
+	if err := cl.DeleteLimit(ctxT(t, 20*time.Second), "gone"); err != nil {
+		t.Fatal(err)
+	}
+	if r := mustTake(t, cl, "gone", "k", 5, "rec-1"); !r.Replayed {
+		t.Fatalf("retry after the limit was deleted was not answered from the record")
+	}
+}
+
+func TestCluster_ReusedRequestIDOnAnEmptyBucketIsRefusedNotDenied(t *testing.T) {
+	c := mustStartCluster(t, 3)
+	cl := c.mustClient()
+	mustSetLimit(t, cl, "r", 1, time.Hour, 2)
+	mustTake(t, cl, "r", "k", 2, "reuse-1") // the bucket is now empty
+	// Under the lease a take on an empty bucket is denied locally; the same ID with other
+	// content must still be refused as a reuse.
+	waitFor(t, 5*time.Second, "the leader's lease", func() bool { return c.members[c.waitLeader()].in.Node.LeaseHeld() })
+	if _, err := cl.Take(ctxT(t, 20*time.Second), "r", "k", 1, "reuse-1"); status.Code(err) != codes.AlreadyExists {
+		t.Fatalf("got %v, want AlreadyExists", err)
+	}
+}
