@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -43,7 +44,7 @@ func StartInstance(cfg InstanceConfig) (*Instance, error) {
 		return nil, fmt.Errorf("listen for gRPC on %s: %w", cfg.APIListen, err)
 	}
 	if cfg.Node.APIAddr == "" {
-		cfg.Node.APIAddr = lis.Addr().String()
+		cfg.Node.APIAddr = advertisedAPIAddr(lis.Addr().(*net.TCPAddr), cfg.Node.RaftAddr)
 	}
 	if cfg.Node.Logger == nil {
 		cfg.Node.Logger = cfg.Logger
@@ -65,6 +66,19 @@ func StartInstance(cfg InstanceConfig) (*Instance, error) {
 // APIAddr is the address the gRPC server listens on.
 func (in *Instance) APIAddr() string { return in.lis.Addr().String() }
 
+// Leave hands leadership to another voter if this member leads, so that a planned stop (SIGTERM,
+// a rolling restart) costs the cluster a transfer rather than an election timeout. It waits at
+// most until ctx ends; stopping anyway afterwards is safe.
+func (in *Instance) Leave(ctx context.Context) error {
+	if !in.Node.IsLeader() {
+		return nil
+	}
+	if err := in.Node.TransferLeadership(ctx, ""); err != nil {
+		return fmt.Errorf("hand over leadership before stopping: %w", err)
+	}
+	return nil
+}
+
 // Stop shuts the member down: in-flight calls get up to grace to finish, then Raft stops and
 // its stores are closed (the log is fsync'd on every commit, so nothing acknowledged is lost).
 func (in *Instance) Stop(grace time.Duration) error {
@@ -83,4 +97,18 @@ func (in *Instance) Stop(grace time.Duration) error {
 		return fmt.Errorf("stop node %s: %w", in.Node.ID(), err)
 	}
 	return nil
+}
+
+// advertisedAPIAddr is the API address to record for other nodes and clients when none was
+// given: the bound address, or, when bound to a wildcard (0.0.0.0, ::), the Raft address's host
+// with the bound port, so forwarding never dials a wildcard.
+func advertisedAPIAddr(bound *net.TCPAddr, raftAddr string) string {
+	if !bound.IP.IsUnspecified() {
+		return bound.String()
+	}
+	host, _, err := net.SplitHostPort(raftAddr)
+	if err != nil || host == "" || net.ParseIP(host).IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, fmt.Sprint(bound.Port))
 }

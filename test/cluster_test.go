@@ -536,3 +536,22 @@ func TestCluster_ReusedRequestIDOnAnEmptyBucketIsRefusedNotDenied(t *testing.T) 
 		t.Fatalf("got %v, want AlreadyExists", err)
 	}
 }
+
+func TestCluster_LeaveHandsLeadershipOverBeforeAPlannedStop(t *testing.T) {
+	c := mustStartCluster(t, 3)
+	l := c.waitLeader()
+	if err := c.members[l].in.Leave(ctxT(t, 10*time.Second)); err != nil {
+		t.Fatalf("leave: %v", err)
+	}
+	if c.members[l].in.Node.IsLeader() {
+		t.Fatalf("still the ready leader after Leave")
+	}
+	c.stop(l)
+	if nl := c.waitLeader(); nl == l {
+		t.Fatalf("no other leader")
+	}
+	// A follower's Leave is a no-op.
+	if err := c.members[c.follower()].in.Leave(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatalf("follower leave: %v", err)
+	}
+}

@@ -65,7 +65,7 @@ For a local 3-node cluster in one process, run: limiterd dev`,
 	fl.StringVar(&f.raftAddr, "raft-addr", "", "Raft address advertised to peers, host:port (required)")
 	fl.StringVar(&f.raftBind, "raft-bind", "", "Raft listen address when it differs from --raft-addr (e.g. 0.0.0.0:7000)")
 	fl.StringVar(&f.apiAddr, "api-addr", "127.0.0.1:7400", "gRPC listen address")
-	fl.StringVar(&f.apiAdvertise, "api-advertise", "", "gRPC address other nodes and clients use to reach this one (default --api-addr)")
+	fl.StringVar(&f.apiAdvertise, "api-advertise", "", "gRPC address other nodes and clients use to reach this one (default: --api-addr, or its port on --raft-addr's host when --api-addr is a wildcard)")
 	fl.StringVar(&f.dataDir, "data-dir", "", "directory for the Raft log, snapshots and node.json (required)")
 	fl.StringVar(&f.bootstrap, "bootstrap", "", "create a new cluster with these voters: id=raft-host:port,... (must include this node; ignored when the data dir has state)")
 	fl.StringVar(&f.join, "join", "", "join an existing cluster by asking any of these members' gRPC addresses: host:port,...")
@@ -175,5 +175,10 @@ func runNode(ctx context.Context, f nodeFlags, stdout, stderr io.Writer) error {
 	defer stop()
 	<-ctx.Done()
 	log.Info("shutting down", "node", cfg.ID)
+	lctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := in.Leave(lctx); err != nil {
+		log.Warn("stopping without a leadership transfer", "err", err)
+	}
 	return in.Stop(5 * time.Second)
 }
