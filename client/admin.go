@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/limiterd/limiter/api/limiterpb"
 )
@@ -102,3 +103,17 @@ func (c *Client) Status(ctx context.Context, addr string) (*limiterpb.StatusResp
 
 // Addrs returns the node addresses the client was given.
 func (c *Client) Addrs() []string { return append([]string(nil), c.addrs...) }
+
+// Health asks one node, at addr, for its grpc.health.v1 status: true when it is SERVING (it knows
+// a leader, is not halted and has applied nearly everything committed).
+func (c *Client) Health(ctx context.Context, addr string) (bool, error) {
+	conn, err := c.conn(addr)
+	if err != nil {
+		return false, err
+	}
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		return false, fmt.Errorf("health of %s: %w", addr, err)
+	}
+	return resp.GetStatus() == healthpb.HealthCheckResponse_SERVING, nil
+}

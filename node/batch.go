@@ -117,6 +117,9 @@ func (b *batcher) propose(batch []*takeReq) raft.ApplyFuture {
 	if !b.n.IsLeader() {
 		return nil
 	}
+	if o := b.n.observer.Load(); o != nil {
+		(*o).ObserveBatch(len(batch))
+	}
 	cmd := fsm.Command{Kind: fsm.KindTakeBatch, Stamp: b.n.Stamp(), Takes: make([]fsm.Take, len(batch))}
 	for i, r := range batch {
 		cmd.Takes[i] = r.take

@@ -194,6 +194,7 @@ type Status struct {
 	LeaseHeld             bool
 	LeaseReads            uint64 // reads answered under the lease
 	LocalDenials          uint64 // takes denied from local state under the lease
+	LeaderChanges         uint64 // leadership observations (won or lost) since start
 	FSM                   fsm.Stats
 }
 
@@ -206,7 +207,7 @@ func (n *Node) Status() Status {
 		LeaderID: lid, LeaderAPI: lapi,
 		CommitIndex: n.raft.CommitIndex(), AppliedIndex: n.raft.AppliedIndex(), LastLogIndex: n.raft.LastIndex(),
 		FSM: n.fsm.Stats(), LeaseHeld: n.LeaseHeld(),
-		LeaseReads: n.leaseReads.Load(), LocalDenials: n.localDenials.Load(),
+		LeaseReads: n.leaseReads.Load(), LocalDenials: n.localDenials.Load(), LeaderChanges: n.leaderChanges.Load(),
 	}
 	if n.raft.State() != raft.Leader {
 		if lc := n.raft.LastContact(); lc.IsZero() {

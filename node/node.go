@@ -42,6 +42,8 @@ type Node struct {
 	configChanges atomic.Int32
 	pending       pendingSet
 	renewing      atomic.Uint64 // the term whose lease renewer is running
+	leaderChanges atomic.Uint64
+	observer      atomic.Pointer[Observer]
 	localDenials  atomic.Uint64
 	leaseReads    atomic.Uint64
 
@@ -165,7 +167,7 @@ func Start(cfg Config) (*Node, error) {
 		// A full heartbeat timeout covers the lease plus the heartbeat interval and drift.
 		time.Sleep(cfg.HeartbeatTimeout)
 	}
-	n.raft, err = raft.NewRaft(rc, &raftFSM{f: f, log: n.log, applied: n.clock.observe, mono: cfg.Mono}, n.store, n.store, snaps, n.trans)
+	n.raft, err = raft.NewRaft(rc, &raftFSM{f: f, log: n.log, applied: n.clock.observe, mono: cfg.Mono, n: n}, n.store, n.store, snaps, n.trans)
 	if err != nil {
 		if metas, lerr := snaps.List(); lerr == nil && len(metas) > 0 {
 			return nil, fmt.Errorf("start raft from %s (newest snapshot %s): %w",
@@ -261,6 +263,22 @@ func (n *Node) closeResources() {
 	}
 }
 
+// Observer receives measurements for metrics. Its methods must be quick and safe for concurrent
+// use; they are called on the batching and snapshot paths.
+type Observer interface {
+	ObserveBatch(takes int)
+	ObserveSnapshot(d time.Duration)
+}
+
+// SetObserver installs o (nil removes it).
+func (n *Node) SetObserver(o Observer) {
+	if o == nil {
+		n.observer.Store(nil)
+		return
+	}
+	n.observer.Store(&o)
+}
+
 // ID is the node's Raft server ID.
 func (n *Node) ID() string { return n.cfg.ID }
 
@@ -305,6 +323,7 @@ func (n *Node) watchLeadership() {
 		case leader := <-n.raft.LeaderCh():
 			n.ready.Store(0)
 			n.lease.drop()
+			n.leaderChanges.Add(1)
 			if !leader {
 				n.log.Info("lost leadership")
 				continue
@@ -424,6 +443,7 @@ type raftFSM struct {
 	log     *slog.Logger
 	applied func(logClock int64, mono time.Duration) // told after every apply (stamp clock)
 	mono    func() time.Duration
+	n       *Node
 }
 
 func (r *raftFSM) Apply(l *raft.Log) any {
@@ -435,7 +455,9 @@ func (r *raftFSM) Apply(l *raft.Log) any {
 	return resp
 }
 
-func (r *raftFSM) Snapshot() (raft.FSMSnapshot, error) { return &raftSnapshot{s: r.f.Snapshot()}, nil }
+func (r *raftFSM) Snapshot() (raft.FSMSnapshot, error) {
+	return &raftSnapshot{s: r.f.Snapshot(), n: r.n, start: time.Now()}, nil
+}
 
 func (r *raftFSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
@@ -446,30 +468,45 @@ func (r *raftFSM) Restore(rc io.ReadCloser) error {
 	return nil
 }
 
-type raftSnapshot struct{ s *fsm.Snapshot }
+type raftSnapshot struct {
+	s     *fsm.Snapshot
+	n     *Node
+	start time.Time
+}
 
 func (s *raftSnapshot) Persist(sink raft.SnapshotSink) error {
 	if err := s.s.Persist(sink); err != nil {
 		sink.Cancel()
 		return err
 	}
-	return sink.Close()
+	err := sink.Close()
+	if o := s.n.observer.Load(); o != nil && err == nil {
+		(*o).ObserveSnapshot(time.Since(s.start))
+	}
+	return err
 }
 
 func (s *raftSnapshot) Release() {}
 
-// tcpStream is a plain TCP raft.StreamLayer that advertises advertise rather than the bound
-// address (which may be a wildcard).
+// tcpStream is a plain TCP raft.StreamLayer that advertises the configured address as written
+// (a host name stays a host name, so peers re-resolve it when a container or pod comes back with
+// a new IP), not the bound address, which may be a wildcard.
 type tcpStream struct {
 	net.Listener
 	advertise net.Addr
 }
 
+// advertisedAddr is a net.Addr that keeps the configured host:port text.
+type advertisedAddr string
+
+func (a advertisedAddr) Network() string { return "tcp" }
+func (a advertisedAddr) String() string  { return string(a) }
+
 func newTCPStream(bind, advertise string) (*tcpStream, error) {
 	if bind == "" {
 		bind = advertise
 	}
-	adv, err := net.ResolveTCPAddr("tcp", advertise)
+	host, port, err := net.SplitHostPort(advertise)
 	if err != nil {
 		return nil, fmt.Errorf("raft address %s: %w", advertise, err)
 	}
@@ -477,8 +514,9 @@ func newTCPStream(bind, advertise string) (*tcpStream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raft listen on %s: %w", bind, err)
 	}
-	if adv.Port == 0 || adv.IP.IsUnspecified() {
-		adv = ln.Addr().(*net.TCPAddr)
+	var adv net.Addr = advertisedAddr(advertise)
+	if ip := net.ParseIP(host); port == "0" || host == "" || (ip != nil && ip.IsUnspecified()) {
+		adv = ln.Addr() // nothing usable was configured: advertise what was bound
 	}
 	return &tcpStream{Listener: ln, advertise: adv}, nil
 }

@@ -375,3 +375,14 @@ func TestTransferLeadership_FailedTransferRestoresReadinessButHoldsOffTheLease(t
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestTCPStream_AdvertisesTheConfiguredHostName(t *testing.T) {
+	ts, err := newTCPStream("127.0.0.1:0", "localhost:7000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ts.Close()
+	if got := ts.Addr().String(); got != "localhost:7000" {
+		t.Fatalf("advertised %q, want the name as configured (peers must re-resolve it)", got)
+	}
+}

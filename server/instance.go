@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"time"
 
 	"google.golang.org/grpc"
@@ -15,11 +16,13 @@ import (
 // Instance is one running limiterd member: a Raft node and the gRPC server in front of it.
 // cmd/limiterd and the cluster tests start members this way.
 type Instance struct {
-	Node   *node.Node
-	Server *Server
-	GRPC   *grpc.Server
-	lis    net.Listener
-	done   chan error
+	Node    *node.Node
+	Server  *Server
+	GRPC    *grpc.Server
+	Metrics *Metrics
+	lis     net.Listener
+	http    *http.Server // metrics; nil when not served
+	done    chan error
 }
 
 // InstanceConfig is what StartInstance needs.
@@ -32,6 +35,8 @@ type InstanceConfig struct {
 	Logger *slog.Logger
 	// GRPCOptions are extra gRPC server options (interceptors, credentials).
 	GRPCOptions []grpc.ServerOption
+	// MetricsAddr, if set, serves Prometheus metrics over HTTP at /metrics (and /healthz).
+	MetricsAddr string
 }
 
 // StartInstance listens on the API address, starts the Raft node and serves gRPC.
@@ -54,11 +59,35 @@ func StartInstance(cfg InstanceConfig) (*Instance, error) {
 		lis.Close()
 		return nil, err
 	}
-	opts := append([]grpc.ServerOption{grpc.MaxRecvMsgSize(4 << 20)}, cfg.GRPCOptions...)
+	m := NewMetrics(n)
+	opts := append([]grpc.ServerOption{grpc.MaxRecvMsgSize(4 << 20), grpc.ChainUnaryInterceptor(m.Interceptor())}, cfg.GRPCOptions...)
 	g := grpc.NewServer(opts...)
 	s := New(n, Options{Join: cfg.Join, Logger: cfg.Logger})
 	s.Register(g)
-	in := &Instance{Node: n, Server: s, GRPC: g, lis: lis, done: make(chan error, 1)}
+	in := &Instance{Node: n, Server: s, GRPC: g, Metrics: m, lis: lis, done: make(chan error, 1)}
+	if cfg.MetricsAddr != "" {
+		mlis, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			s.Close()
+			n.Shutdown()
+			lis.Close()
+			return nil, fmt.Errorf("listen for metrics on %s: %w", cfg.MetricsAddr, err)
+		}
+		if err := BridgeRaftMetrics(); err != nil {
+			cfg.Logger.Warn("raft metrics not bridged", "err", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", m.Handler())
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+			if s.serving() {
+				fmt.Fprintln(w, "ok")
+				return
+			}
+			http.Error(w, "not serving: no leader known, halted, or behind the commit index", http.StatusServiceUnavailable)
+		})
+		in.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go in.http.Serve(mlis)
+	}
 	go func() { in.done <- g.Serve(lis) }()
 	return in, nil
 }
@@ -93,6 +122,9 @@ func (in *Instance) Stop(grace time.Duration) error {
 		in.GRPC.Stop()
 	}
 	in.Server.Close()
+	if in.http != nil {
+		in.http.Close()
+	}
 	if err := in.Node.Shutdown(); err != nil {
 		return fmt.Errorf("stop node %s: %w", in.Node.ID(), err)
 	}

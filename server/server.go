@@ -147,9 +147,24 @@ func (s *Server) register() {
 	}
 }
 
+// maxServingLag is how far behind the commit index a node may have applied and still report
+// itself healthy.
+const maxServingLag = 1000
+
+// serving reports whether this node can serve: it knows a leader, its state machine is not
+// halted, and it has applied nearly everything committed.
+func (s *Server) serving() bool {
+	id, _ := s.node.Leader()
+	if id == "" || s.node.FSM().Stats().Halted != nil {
+		return false
+	}
+	r := s.node.Raft()
+	return r.CommitIndex() <= r.AppliedIndex()+maxServingLag
+}
+
 func (s *Server) updateHealth() {
 	st := healthpb.HealthCheckResponse_NOT_SERVING
-	if id, _ := s.node.Leader(); id != "" && s.node.FSM().Stats().Halted == nil {
+	if s.serving() {
 		st = healthpb.HealthCheckResponse_SERVING
 	}
 	s.health.SetServingStatus("", st)

@@ -21,6 +21,7 @@ type member struct {
 	id       string
 	raftAddr string
 	apiAddr  string
+	metrics  string // Prometheus HTTP address
 	dir      string
 	in       *server.Instance // nil while stopped
 }
@@ -61,10 +62,10 @@ func testLogger() *slog.Logger {
 // mustStartCluster starts n bootstrapped members and waits for a ready leader known to all.
 func mustStartCluster(t *testing.T, n int) *cluster {
 	t.Helper()
-	addrs := freeAddrs(t, 2*n)
+	addrs := freeAddrs(t, 3*n)
 	c := &cluster{t: t}
 	for i := 0; i < n; i++ {
-		m := &member{id: fmt.Sprintf("n%d", i+1), raftAddr: addrs[2*i], apiAddr: addrs[2*i+1], dir: filepath.Join(t.TempDir(), fmt.Sprintf("n%d", i+1))}
+		m := &member{id: fmt.Sprintf("n%d", i+1), raftAddr: addrs[3*i], apiAddr: addrs[3*i+1], metrics: addrs[3*i+2], dir: filepath.Join(t.TempDir(), fmt.Sprintf("n%d", i+1))}
 		c.members = append(c.members, m)
 		c.peers = append(c.peers, node.Peer{ID: m.id, RaftAddr: m.raftAddr})
 	}
@@ -96,7 +97,7 @@ func (c *cluster) mustStart(i int) {
 	cfg.Bootstrap = c.peers
 	var err error
 	for attempt := 0; attempt < 50; attempt++ { // a just-closed port may linger briefly
-		m.in, err = server.StartInstance(server.InstanceConfig{Node: cfg, APIListen: m.apiAddr, Logger: testLogger()})
+		m.in, err = server.StartInstance(server.InstanceConfig{Node: cfg, APIListen: m.apiAddr, MetricsAddr: m.metrics, Logger: testLogger()})
 		if err == nil {
 			return
 		}

@@ -18,9 +18,10 @@ import (
 
 // Dev-cluster addresses: limitctl's default --addr is the three API addresses.
 const (
-	devAPIBase  = 7401
-	devRaftBase = 7411
-	devNodes    = 3
+	devAPIBase     = 7401
+	devRaftBase    = 7411
+	devMetricsBase = 9401
+	devNodes       = 3
 )
 
 func newDevCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -75,15 +76,16 @@ func runDev(ctx context.Context, f nodeFlags, dataDir string, stdout, stderr io.
 		cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 500*time.Millisecond, 500*time.Millisecond, 250*time.Millisecond
 		cfg.RaftLogOutput, cfg.RaftLogLevel = stderr, f.raftLogLevel
 		cfg.MaxInflightBatches = f.inflight
-		in, err := server.StartInstance(server.InstanceConfig{Node: cfg, APIListen: fmt.Sprintf("127.0.0.1:%d", devAPIBase+i), Logger: log})
+		in, err := server.StartInstance(server.InstanceConfig{Node: cfg, APIListen: fmt.Sprintf("127.0.0.1:%d", devAPIBase+i),
+			MetricsAddr: fmt.Sprintf("127.0.0.1:%d", devMetricsBase+i), Logger: log})
 		if err != nil {
 			return fmt.Errorf("start %s: %w", p.ID, err)
 		}
 		ins = append(ins, in)
 	}
 	fmt.Fprintln(stdout, "limiterd dev: a 3-node cluster on 127.0.0.1 (plaintext, for development only)")
-	for _, in := range ins {
-		fmt.Fprintf(stdout, "  %s  gRPC %s  Raft %s\n", in.Node.ID(), in.APIAddr(), in.Node.RaftAddr())
+	for i, in := range ins {
+		fmt.Fprintf(stdout, "  %s  gRPC %s  Raft %s  metrics http://127.0.0.1:%d/metrics\n", in.Node.ID(), in.APIAddr(), in.Node.RaftAddr(), devMetricsBase+i)
 	}
 	fmt.Fprintf(stdout, "  data: %s\n", dataDir)
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)

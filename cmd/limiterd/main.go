@@ -38,6 +38,7 @@ type nodeFlags struct {
 	heartbeat                                                               time.Duration
 	peerAddrs, clockSkewFile                                                string
 	inflight                                                                int
+	metricsAddr                                                             string
 }
 
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -71,6 +72,7 @@ For a local 3-node cluster in one process, run: limiterd dev`,
 	fl.StringVar(&f.join, "join", "", "join an existing cluster by asking any of these members' gRPC addresses: host:port,...")
 	addLogFlags(fl, &f)
 	fl.IntVar(&f.inflight, "inflight-batches", 1, "batch entries of takes in flight at once (group commit)")
+	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (and /healthz), e.g. 127.0.0.1:9400; off when empty")
 	fl.DurationVar(&f.heartbeat, "heartbeat-timeout", time.Second, "Raft heartbeat and election timeout")
 	fl.StringVar(&f.peerAddrs, "raft-peer-addrs", "", "dial these addresses for these peers instead of their advertised Raft addresses: id=host:port,... (NAT, or a proxy per link)")
 	fl.StringVar(&f.clockSkewFile, "clock-skew-file", "", "testing only: skew this node's clocks as a JSON file says ({\"offset_ns\":N,\"drift_ppm\":N}), re-read every 20ms")
@@ -166,11 +168,11 @@ func runNode(ctx context.Context, f nodeFlags, stdout, stderr io.Writer) error {
 			}
 		}
 	}
-	in, err := server.StartInstance(server.InstanceConfig{Node: cfg, APIListen: f.apiAddr, Join: join, Logger: log})
+	in, err := server.StartInstance(server.InstanceConfig{Node: cfg, APIListen: f.apiAddr, Join: join, Logger: log, MetricsAddr: f.metricsAddr})
 	if err != nil {
 		return err
 	}
-	log.Info("limiterd serving", "node", cfg.ID, "api", in.APIAddr(), "raft", in.Node.RaftAddr(), "data_dir", cfg.DataDir)
+	log.Info("limiterd serving", "node", cfg.ID, "api", in.APIAddr(), "raft", in.Node.RaftAddr(), "metrics", f.metricsAddr, "data_dir", cfg.DataDir)
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	<-ctx.Done()

@@ -1,0 +1,177 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	armonmetrics "github.com/armon/go-metrics"
+	armonprom "github.com/armon/go-metrics/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+
+	"github.com/limiterd/limiter/api/limiterpb"
+	"github.com/limiterd/limiter/node"
+)
+
+// Metrics are one member's Prometheus metrics. Names are part of the operator contract
+// (deploy/grafana uses them): do not rename.
+type Metrics struct {
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	batch    prometheus.Histogram
+	snapshot prometheus.Histogram
+}
+
+// NewMetrics registers the metrics of n in a new registry and installs itself as n's observer.
+func NewMetrics(n *node.Node) *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		reg: reg,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "limiterd_requests_total",
+			Help: "gRPC requests by method and result (allowed, denied, ok, error).",
+		}, []string{"method", "result"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "limiterd_request_duration_seconds",
+			Help:    "gRPC request latency by method.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18), // 100us to ~13s
+		}, []string{"method"}),
+		batch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "limiterd_batch_takes",
+			Help:    "Take requests per log entry (group commit).",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
+		}),
+		snapshot: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "limiterd_snapshot_duration_seconds",
+			Help:    "Time to take and persist a snapshot of the state machine.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}),
+	}
+	reg.MustRegister(m.requests, m.latency, m.batch, m.snapshot, &nodeCollector{n: n},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	n.SetObserver(m)
+	return m
+}
+
+// ObserveBatch implements node.Observer.
+func (m *Metrics) ObserveBatch(takes int) { m.batch.Observe(float64(takes)) }
+
+// ObserveSnapshot implements node.Observer.
+func (m *Metrics) ObserveSnapshot(d time.Duration) { m.snapshot.Observe(d.Seconds()) }
+
+// Registry is the registry the metrics live in.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Handler serves the metrics in the Prometheus text format, with hashicorp/raft's own metrics
+// (process-wide: in `limiterd dev` they cover all three members) when BridgeRaftMetrics ran.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(prometheus.Gatherers{m.reg, raftRegistry}, promhttp.HandlerOpts{})
+}
+
+// Interceptor counts and times every unary call, with the decision as the result of a Take.
+func (m *Metrics) Interceptor() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		start := time.Now()
+		resp, err := handler(ctx, req)
+		method := info.FullMethod[strings.LastIndexByte(info.FullMethod, '/')+1:]
+		result := "ok"
+		switch r := resp.(type) {
+		case *limiterpb.TakeResponse:
+			result = "denied"
+			if r.GetDecision().GetAllowed() {
+				result = "allowed"
+			}
+		}
+		if err != nil {
+			result = "error"
+		}
+		m.requests.WithLabelValues(method, result).Inc()
+		m.latency.WithLabelValues(method).Observe(time.Since(start).Seconds())
+		return resp, err
+	}
+}
+
+// nodeCollector reads the node's state once per scrape.
+type nodeCollector struct{ n *node.Node }
+
+var (
+	descState     = prometheus.NewDesc("limiterd_raft_state", "1 for the Raft state this node is in.", []string{"state"}, nil)
+	descTerm      = prometheus.NewDesc("limiterd_raft_term", "Current Raft term.", nil, nil)
+	descCommit    = prometheus.NewDesc("limiterd_raft_commit_index", "Raft commit index.", nil, nil)
+	descApplied   = prometheus.NewDesc("limiterd_raft_applied_index", "Index of the last entry applied to the state machine.", nil, nil)
+	descLag       = prometheus.NewDesc("limiterd_apply_lag", "Commit index minus applied index.", nil, nil)
+	descChanges   = prometheus.NewDesc("limiterd_leader_changes_total", "Leadership won or lost by this node.", nil, nil)
+	descBuckets   = prometheus.NewDesc("limiterd_buckets", "Buckets held (keys not yet refilled to full).", nil, nil)
+	descLimits    = prometheus.NewDesc("limiterd_limits", "Limits defined.", nil, nil)
+	descIDs       = prometheus.NewDesc("limiterd_request_ids", "Entries in the exactly-once table.", nil, nil)
+	descLease     = prometheus.NewDesc("limiterd_lease_held", "1 while this node holds the read lease.", nil, nil)
+	descLeaseRead = prometheus.NewDesc("limiterd_lease_reads_total", "Reads answered under the lease.", nil, nil)
+	descLocalDeny = prometheus.NewDesc("limiterd_local_denials_total", "Takes denied from local state under the lease.", nil, nil)
+	descResets    = prometheus.NewDesc("limiterd_clock_resets_total", "Entries stamped further behind the log clock than the skew tolerance.", nil, nil)
+)
+
+func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descState, descTerm, descCommit, descApplied, descLag, descChanges, descBuckets, descLimits, descIDs, descLease, descLeaseRead, descLocalDeny, descResets} {
+		ch <- d
+	}
+}
+
+func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.n.Status()
+	for _, s := range []string{"Follower", "Candidate", "Leader", "Shutdown"} {
+		v := 0.0
+		if st.State == s {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descState, prometheus.GaugeValue, v, strings.ToLower(s))
+	}
+	lag := 0.0
+	if st.CommitIndex > st.AppliedIndex {
+		lag = float64(st.CommitIndex - st.AppliedIndex)
+	}
+	lease := 0.0
+	if st.LeaseHeld {
+		lease = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descTerm, prometheus.GaugeValue, float64(st.Term))
+	ch <- prometheus.MustNewConstMetric(descCommit, prometheus.GaugeValue, float64(st.CommitIndex))
+	ch <- prometheus.MustNewConstMetric(descApplied, prometheus.GaugeValue, float64(st.AppliedIndex))
+	ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, lag)
+	ch <- prometheus.MustNewConstMetric(descChanges, prometheus.CounterValue, float64(st.LeaderChanges))
+	ch <- prometheus.MustNewConstMetric(descBuckets, prometheus.GaugeValue, float64(st.FSM.Buckets))
+	ch <- prometheus.MustNewConstMetric(descLimits, prometheus.GaugeValue, float64(st.FSM.Limits))
+	ch <- prometheus.MustNewConstMetric(descIDs, prometheus.GaugeValue, float64(st.FSM.RequestIDs))
+	ch <- prometheus.MustNewConstMetric(descLease, prometheus.GaugeValue, lease)
+	ch <- prometheus.MustNewConstMetric(descLeaseRead, prometheus.CounterValue, float64(st.LeaseReads))
+	ch <- prometheus.MustNewConstMetric(descLocalDeny, prometheus.CounterValue, float64(st.LocalDenials))
+	ch <- prometheus.MustNewConstMetric(descResets, prometheus.CounterValue, float64(st.FSM.ClockResets))
+}
+
+var (
+	raftBridge   sync.Once
+	raftRegistry = prometheus.NewRegistry()
+)
+
+// BridgeRaftMetrics sends hashicorp/raft's own metrics (go-metrics, which is process-wide) into a
+// process-wide registry that every member's Handler serves, named "raft_...". Calls after the
+// first do nothing.
+func BridgeRaftMetrics() error {
+	var err error
+	raftBridge.Do(func() {
+		var sink *armonprom.PrometheusSink
+		sink, err = armonprom.NewPrometheusSinkFrom(armonprom.PrometheusOpts{Registerer: raftRegistry, Expiration: time.Minute})
+		if err != nil {
+			return
+		}
+		cfg := armonmetrics.DefaultConfig("")
+		cfg.EnableHostname, cfg.EnableRuntimeMetrics, cfg.EnableServiceLabel = false, false, false
+		_, err = armonmetrics.NewGlobal(cfg, sink)
+	})
+	return err
+}

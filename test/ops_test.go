@@ -1,0 +1,103 @@
+package test
+
+import (
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// scrape returns the metric lines of a member's /metrics as name{labels} -> value.
+func scrape(t *testing.T, addr string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("scrape %s: %v", addr, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out
+}
+
+func TestOps_MetricsCountDecisionsAndShowRaftState(t *testing.T) {
+	c := mustStartCluster(t, 3)
+	cl := c.mustClient()
+	mustSetLimit(t, cl, "m", 1, time.Hour, 2)
+	for i := 0; i < 3; i++ {
+		mustTake(t, cl, "m", "k", 1, "")
+	}
+	l := c.waitLeader()
+	m := scrape(t, c.members[l].metrics)
+	checks := map[string]float64{
+		`limiterd_requests_total{method="Take",result="allowed"}`: 2,
+		`limiterd_requests_total{method="Take",result="denied"}`:  1,
+		`limiterd_raft_state{state="leader"}`:                     1,
+		`limiterd_limits`:                                         1,
+		`limiterd_buckets`:                                        1,
+		`limiterd_request_ids`:                                    2, // the denial was answered locally under the lease, or recorded: at least 2
+	}
+	for name, want := range checks {
+		got, ok := m[name]
+		if !ok || (name == `limiterd_request_ids` && got < want) || (name != `limiterd_request_ids` && got != want) {
+			t.Errorf("%s = %v (present %v), want %v", name, got, ok, want)
+		}
+	}
+	if m[`limiterd_batch_takes_count`] < 1 || m[`limiterd_raft_term`] < 1 {
+		t.Errorf("batch and term metrics missing: %v %v", m[`limiterd_batch_takes_count`], m[`limiterd_raft_term`])
+	}
+	raft := 0
+	for name := range m {
+		if strings.HasPrefix(name, "raft_") {
+			raft++
+		}
+	}
+	if raft == 0 {
+		t.Errorf("hashicorp/raft's own metrics are not bridged")
+	}
+	f := c.follower()
+	if fm := scrape(t, c.members[f].metrics); fm[`limiterd_raft_state{state="follower"}`] != 1 {
+		t.Errorf("follower reports state %v", fm)
+	}
+}
+
+func TestOps_HealthReflectsWhetherTheNodeCanServe(t *testing.T) {
+	c := mustStartCluster(t, 3)
+	cl := c.mustClient()
+	for _, m := range c.members {
+		waitFor(t, 10*time.Second, m.id+" to report SERVING", func() bool {
+			ok, err := cl.Health(ctxT(t, 2*time.Second), m.apiAddr)
+			return err == nil && ok
+		})
+		resp, err := http.Get("http://" + m.metrics + "/healthz")
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%s /healthz: %v %v", m.id, resp, err)
+		}
+		resp.Body.Close()
+	}
+	// Alone, a member cannot serve: once it no longer knows a leader it says so.
+	last := len(c.members) - 1
+	for i := 0; i < last; i++ {
+		c.stop(i)
+	}
+	waitFor(t, 20*time.Second, "the lone member to report NOT_SERVING", func() bool {
+		ok, err := cl.Health(ctxT(t, 2*time.Second), c.members[last].apiAddr)
+		return err == nil && !ok
+	})
+	resp, err := http.Get("http://" + c.members[last].metrics + "/healthz")
+	if err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("/healthz of a lone member: %v %v, want 503", resp, err)
+	}
+	resp.Body.Close()
+}
