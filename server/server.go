@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/limiterd/limiter/api/limiterpb"
+	"github.com/limiterd/limiter/fsm"
 	"github.com/limiterd/limiter/node"
 )
 
@@ -34,6 +35,9 @@ type Server struct {
 	log    *slog.Logger
 	health *health.Server
 	join   []string // API addresses to ask for membership when this node has none
+	limits []LimitDecl
+	// limitsDone is set once the declared limits exist.
+	limitsDone bool
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn // API address -> connection, for forwarding
@@ -45,8 +49,18 @@ type Server struct {
 // Options configure a Server.
 type Options struct {
 	// Join lists API addresses of existing members to ask for membership (any member will do).
-	Join   []string
+	Join []string
+	// Limits are created by the leader when they do not exist (a configuration file's limits).
+	Limits []LimitDecl
 	Logger *slog.Logger
+}
+
+// LimitDecl is a limit to create if it does not exist.
+type LimitDecl struct {
+	Name  string
+	Rate  int64
+	Per   time.Duration
+	Burst int64
 }
 
 // New returns a Server for n.
@@ -56,7 +70,7 @@ func New(n *node.Node, opts Options) *Server {
 	}
 	return &Server{
 		node: n, log: opts.Logger.With("node", n.ID()), health: health.NewServer(),
-		join: opts.Join, conns: map[string]*grpc.ClientConn{}, stop: make(chan struct{}),
+		join: opts.Join, limits: opts.Limits, conns: map[string]*grpc.ClientConn{}, stop: make(chan struct{}),
 	}
 }
 
@@ -99,6 +113,9 @@ func (s *Server) background() {
 		s.updateHealth()
 		if !s.registered() {
 			s.register()
+		}
+		if !s.limitsDone && s.node.IsLeader() {
+			s.limitsDone = s.createDeclaredLimits()
 		}
 		select {
 		case <-s.stop:
@@ -160,6 +177,28 @@ func (s *Server) serving() bool {
 	}
 	r := s.node.Raft()
 	return r.CommitIndex() <= r.AppliedIndex()+maxServingLag
+}
+
+// createDeclaredLimits creates, on the leader, every declared limit that does not exist yet, and
+// reports whether all of them exist now. Existing limits are left as they are.
+func (s *Server) createDeclaredLimits() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, l := range s.limits {
+		if _, err := s.node.FSM().Limit(l.Name); err == nil {
+			continue
+		}
+		resp, err := s.node.Propose(ctx, fsm.Command{Kind: fsm.KindSetLimit, Limit: fsm.LimitSpec{Name: l.Name, Rate: l.Rate, Period: l.Per, Burst: l.Burst}})
+		if err == nil {
+			err = resp.Err
+		}
+		if err != nil {
+			s.log.Warn("create declared limit", "limit", l.Name, "err", err)
+			return false
+		}
+		s.log.Info("created declared limit", "limit", l.Name, "rate", l.Rate, "per", l.Per, "burst", l.Burst)
+	}
+	return true
 }
 
 func (s *Server) updateHealth() {

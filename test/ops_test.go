@@ -7,6 +7,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/limiterd/limiter/client"
+	"github.com/limiterd/limiter/node"
+	"github.com/limiterd/limiter/server"
 )
 
 // scrape returns the metric lines of a member's /metrics as name{labels} -> value.
@@ -100,4 +104,43 @@ func TestOps_HealthReflectsWhetherTheNodeCanServe(t *testing.T) {
 		t.Fatalf("/healthz of a lone member: %v %v, want 503", resp, err)
 	}
 	resp.Body.Close()
+}
+
+func TestOps_DeclaredLimitsAreCreatedOnceAndNeverOverridden(t *testing.T) {
+	addrs := freeAddrs(t, 2)
+	cfg := node.DefaultConfig()
+	cfg.ID, cfg.RaftAddr, cfg.DataDir = "solo", addrs[0], t.TempDir()
+	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 300*time.Millisecond, 300*time.Millisecond, 150*time.Millisecond
+	cfg.Bootstrap = []node.Peer{{ID: "solo", RaftAddr: addrs[0]}}
+	cfg.RaftLogOutput = io.Discard
+	decl := []server.LimitDecl{{Name: "payments", Rate: 1000, Per: time.Minute}}
+	start := func() *server.Instance {
+		in, err := server.StartInstance(server.InstanceConfig{Node: cfg, APIListen: addrs[1], Logger: testLogger(), Limits: decl})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return in
+	}
+	in := start()
+	cl, err := client.New([]string{addrs[1]}, client.Options{RetryFor: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	waitFor(t, 10*time.Second, "the declared limit", func() bool {
+		li, err := cl.GetLimit(ctxT(t, 2*time.Second), "payments")
+		return err == nil && li.GetRate() == 1000 && li.GetBurst() == 1000
+	})
+	// An operator changes it; a restart with the same file must not undo that.
+	mustSetLimit(t, cl, "payments", 5000, time.Minute, 0)
+	if err := in.Stop(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	in = start()
+	defer in.Stop(time.Second)
+	waitFor(t, 10*time.Second, "the restarted node to lead", func() bool { return in.Node.IsLeader() })
+	time.Sleep(500 * time.Millisecond) // two passes of the background loop
+	if li, err := cl.GetLimit(ctxT(t, 5*time.Second), "payments"); err != nil || li.GetRate() != 5000 {
+		t.Fatalf("after restart: %+v %v, want the operator's 5000/min kept", li, err)
+	}
 }

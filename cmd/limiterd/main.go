@@ -38,7 +38,7 @@ type nodeFlags struct {
 	heartbeat                                                               time.Duration
 	peerAddrs, clockSkewFile                                                string
 	inflight                                                                int
-	metricsAddr                                                             string
+	metricsAddr, configFile                                                 string
 }
 
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -58,7 +58,14 @@ For a local 3-node cluster in one process, run: limiterd dev`,
 			return bindEnv(cmd.Flags(), "LIMITERD")
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runNode(cmd.Context(), f, stdout, stderr)
+			var limits []server.LimitDecl
+			if f.configFile != "" {
+				var err error
+				if limits, err = loadConfig(f.configFile, cmd.Flags()); err != nil {
+					return err
+				}
+			}
+			return runNode(cmd.Context(), f, limits, stdout, stderr)
 		},
 	}
 	fl := root.Flags()
@@ -72,6 +79,7 @@ For a local 3-node cluster in one process, run: limiterd dev`,
 	fl.StringVar(&f.join, "join", "", "join an existing cluster by asking any of these members' gRPC addresses: host:port,...")
 	addLogFlags(fl, &f)
 	fl.IntVar(&f.inflight, "inflight-batches", 1, "batch entries of takes in flight at once (group commit)")
+	fl.StringVar(&f.configFile, "config", "", "YAML file with flag values (keys are the flag names) and `limits` to create: [{name, rate, per, burst}]")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (and /healthz), e.g. 127.0.0.1:9400; off when empty")
 	fl.DurationVar(&f.heartbeat, "heartbeat-timeout", time.Second, "Raft heartbeat and election timeout")
 	fl.StringVar(&f.peerAddrs, "raft-peer-addrs", "", "dial these addresses for these peers instead of their advertised Raft addresses: id=host:port,... (NAT, or a proxy per link)")
@@ -120,7 +128,7 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format %q: want text or json", format)
 }
 
-func runNode(ctx context.Context, f nodeFlags, stdout, stderr io.Writer) error {
+func runNode(ctx context.Context, f nodeFlags, limits []server.LimitDecl, stdout, stderr io.Writer) error {
 	log, err := newLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {
 		return err
@@ -168,7 +176,7 @@ func runNode(ctx context.Context, f nodeFlags, stdout, stderr io.Writer) error {
 			}
 		}
 	}
-	in, err := server.StartInstance(server.InstanceConfig{Node: cfg, APIListen: f.apiAddr, Join: join, Logger: log, MetricsAddr: f.metricsAddr})
+	in, err := server.StartInstance(server.InstanceConfig{Node: cfg, APIListen: f.apiAddr, Join: join, Logger: log, MetricsAddr: f.metricsAddr, Limits: limits})
 	if err != nil {
 		return err
 	}

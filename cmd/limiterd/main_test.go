@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestEnv_FillsFlagsNotGivenOnTheCommandLine(t *testing.T) {
@@ -55,6 +57,72 @@ func TestRun_MissingOrConflictingFlagsAreClearErrors(t *testing.T) {
 			err := cmd.Execute()
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := t.TempDir() + "/config.yaml"
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestConfig_FileFillsFlagsBelowEnvAndCommandLineAndDeclaresLimits(t *testing.T) {
+	t.Setenv("LIMITERD_RAFT_ADDR", "10.0.0.1:7000")
+	p := writeConfig(t, `
+id: from-file
+raft-addr: 10.9.9.9:7000
+data-dir: /var/lib/limiterd
+heartbeat-timeout: 2s
+limits:
+  - name: payments
+    rate: 1000
+    per: 1m
+  - name: login
+    rate: 5
+    per: 1m
+    burst: 10
+`)
+	cmd := newRootCmd(&bytes.Buffer{}, &bytes.Buffer{})
+	if err := cmd.ParseFlags([]string{"--data-dir", "/from/flag"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := bindEnv(cmd.Flags(), "LIMITERD"); err != nil {
+		t.Fatal(err)
+	}
+	limits, err := loadConfig(p, cmd.Flags())
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	get := func(name string) string { return cmd.Flags().Lookup(name).Value.String() }
+	if get("id") != "from-file" || get("raft-addr") != "10.0.0.1:7000" || get("data-dir") != "/from/flag" || get("heartbeat-timeout") != "2s" {
+		t.Fatalf("precedence wrong: id=%s raft-addr=%s data-dir=%s heartbeat=%s", get("id"), get("raft-addr"), get("data-dir"), get("heartbeat-timeout"))
+	}
+	if len(limits) != 2 || limits[0].Name != "payments" || limits[0].Per != time.Minute || limits[1].Burst != 10 {
+		t.Fatalf("limits %+v", limits)
+	}
+}
+
+func TestConfig_BadFileNamesTheField(t *testing.T) {
+	cases := map[string]struct{ body, want string }{
+		"unknown key":     {"datadir: /x\n", `"datadir"`},
+		"bad duration":    {"heartbeat-timeout: soon\n", `"heartbeat-timeout"`},
+		"bad limit per":   {"limits:\n  - name: a\n    rate: 1\n    per: often\n", "limits[0].per"},
+		"bad limit rate":  {"limits:\n  - name: a\n    rate: 0\n    per: 1s\n", "limits[0]"},
+		"bad limit name":  {"limits:\n  - name: 'a b'\n    rate: 1\n    per: 1s\n", "limits[0].name"},
+		"duplicate limit": {"limits:\n  - {name: a, rate: 1, per: 1s}\n  - {name: a, rate: 2, per: 1s}\n", "limits[1].name"},
+		"not yaml":        {"limits: [\n", "config"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			cmd := newRootCmd(&bytes.Buffer{}, &bytes.Buffer{})
+			_, err := loadConfig(writeConfig(t, tc.body), cmd.Flags())
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error naming %s", err, tc.want)
 			}
 		})
 	}
