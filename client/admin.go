@@ -2,7 +2,9 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"google.golang.org/grpc"
@@ -116,4 +118,99 @@ func (c *Client) Health(ctx context.Context, addr string) (bool, error) {
 		return false, fmt.Errorf("health of %s: %w", addr, err)
 	}
 	return resp.GetStatus() == healthpb.HealthCheckResponse_SERVING, nil
+}
+
+// leaderAddr asks the nodes, in turn, which member leads and returns its API address (as this
+// client dials it, through AddressMap).
+func (c *Client) leaderAddr(ctx context.Context) (string, error) {
+	var last error
+	for _, addr := range c.addrs {
+		st, err := c.Status(ctx, addr)
+		if err != nil {
+			last = err
+			continue
+		}
+		if st.GetState() == "Leader" {
+			return addr, nil
+		}
+		if l := c.translate([]string{st.GetLeaderApiAddress()}); l != "" {
+			return l, nil
+		}
+	}
+	if last == nil {
+		last = errors.New("no node knows a leader")
+	}
+	return "", fmt.Errorf("find the leader: %w", last)
+}
+
+// SaveSnapshot writes a consistent snapshot of the replicated state (a backup) to w and returns
+// its size. It is taken on the leader at a linearizable point.
+func (c *Client) SaveSnapshot(ctx context.Context, w io.Writer) (int64, error) {
+	addr, err := c.leaderAddr(ctx)
+	if err != nil {
+		return 0, err
+	}
+	conn, err := c.conn(addr)
+	if err != nil {
+		return 0, err
+	}
+	stream, err := limiterpb.NewAdminClient(conn).SaveSnapshot(ctx, &limiterpb.SaveSnapshotRequest{})
+	if err != nil {
+		return 0, fmt.Errorf("save snapshot: %w", err)
+	}
+	var n int64
+	for {
+		chunk, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, fmt.Errorf("save snapshot: %w", err)
+		}
+		m, err := w.Write(chunk.GetData())
+		n += int64(m)
+		if err != nil {
+			return n, fmt.Errorf("save snapshot: %w", err)
+		}
+	}
+}
+
+// RestoreSnapshot replaces the whole replicated state, on every member, with a snapshot saved by
+// SaveSnapshot. The cluster verifies the file before changing anything.
+func (c *Client) RestoreSnapshot(ctx context.Context, r io.Reader) (*limiterpb.RestoreSnapshotResponse, error) {
+	addr, err := c.leaderAddr(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := c.conn(addr)
+	if err != nil {
+		return nil, err
+	}
+	stream, err := limiterpb.NewAdminClient(conn).RestoreSnapshot(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("restore snapshot: %w", err)
+	}
+	buf := make([]byte, 1<<20)
+	for {
+		n, rerr := r.Read(buf)
+		if n > 0 {
+			if err := stream.Send(&limiterpb.SnapshotChunk{Data: buf[:n]}); err != nil {
+				if errors.Is(err, io.EOF) {
+					break // the server ended the call: its status is in CloseAndRecv
+				}
+				return nil, fmt.Errorf("restore snapshot: %w", err)
+			}
+		}
+		if errors.Is(rerr, io.EOF) {
+			break
+		}
+		if rerr != nil {
+			return nil, fmt.Errorf("restore snapshot: read: %w", rerr)
+		}
+	}
+	resp, err := stream.CloseAndRecv()
+	if err != nil {
+		return nil, fmt.Errorf("restore snapshot: %w", err)
+	}
+	return resp, nil
 }

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"io"
 	"strconv"
 	"time"
 
@@ -220,4 +221,24 @@ func (n *Node) Status() Status {
 		s.LastLogIndex = v
 	}
 	return s
+}
+
+// RestoreSnapshot replaces the replicated state with a snapshot of size bytes read from r
+// (already verified by the caller). Raft installs it on every member; the lease is dropped and
+// the leader becomes ready again only through a new barrier.
+func (n *Node) RestoreSnapshot(ctx context.Context, r io.Reader, size int64) error {
+	if !n.IsLeader() {
+		return ErrNotLeader
+	}
+	term := n.raft.CurrentTerm()
+	n.ready.Store(0)
+	n.lease.drop()
+	err := n.raft.Restore(&raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: size}, r, time.Minute)
+	if n.raft.State() == raft.Leader && n.raft.CurrentTerm() == term {
+		n.becomeReady(term)
+	}
+	if err != nil {
+		return fmt.Errorf("restore snapshot: %w", translate(err))
+	}
+	return nil
 }

@@ -439,37 +439,42 @@ func TestCluster_MinorityAnswersWithinDeadlineAndNeverDecides(t *testing.T) {
 	}
 }
 
-// waitConverged waits until every running member has applied the leader's last index and
-// returns their state hashes, which must all be equal.
+// mustConverge waits until every running member has applied the leader's last index and all
+// their state hashes are equal (background entries, such as a member re-registering its address,
+// may still be arriving, so it retries rather than checking once).
 func (c *cluster) mustConverge() {
 	c.t.Helper()
-	l := c.waitLeader()
-	target := c.members[l].in.Node.Raft().LastIndex()
-	waitFor(c.t, 20*time.Second, "every member to apply the leader's log", func() bool {
+	var last string
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		l := c.waitLeader()
+		target := c.members[l].in.Node.Raft().LastIndex()
+		same, info := true, []string{}
+		var first [32]byte
 		for _, m := range c.members {
-			if m.in != nil && m.in.Node.Raft().AppliedIndex() < target {
-				return false
+			if m.in == nil {
+				continue
 			}
+			h, err := m.in.Node.FSM().StateHash()
+			if err != nil {
+				c.t.Fatalf("state hash of %s: %v", m.id, err)
+			}
+			applied := m.in.Node.Raft().AppliedIndex()
+			if first == ([32]byte{}) {
+				first = h
+			}
+			if h != first || applied < target {
+				same = false
+			}
+			info = append(info, fmt.Sprintf("%s applied=%d/%d hash=%x", m.id, applied, target, h[:6]))
 		}
-		return true
-	})
-	// Apply may run ahead of our read of the hash on one member and not another if new entries
-	// arrive; the tests call this with no traffic, so the hashes must be equal now.
-	var first [32]byte
-	for i, m := range c.members {
-		if m.in == nil {
-			continue
+		if same {
+			return
 		}
-		h, err := m.in.Node.FSM().StateHash()
-		if err != nil {
-			c.t.Fatalf("state hash of %s: %v", m.id, err)
-		}
-		if i == 0 || first == ([32]byte{}) {
-			first = h
-		} else if h != first {
-			c.t.Fatalf("state hash of %s differs: %x vs %x", m.id, h[:8], first[:8])
-		}
+		last = strings.Join(info, "; ")
+		time.Sleep(50 * time.Millisecond)
 	}
+	c.t.Fatalf("replicas did not converge within 30s: %s", last)
 }
 
 func TestCluster_NewMemberCatchesUpFromSnapshotAndAllReplicasConverge(t *testing.T) {

@@ -1669,6 +1669,147 @@ func (x *StatusResponse) GetLocalDenials() uint64 {
 	return 0
 }
 
+type SaveSnapshotRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SaveSnapshotRequest) Reset() {
+	*x = SaveSnapshotRequest{}
+	mi := &file_limiter_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SaveSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SaveSnapshotRequest) ProtoMessage() {}
+
+func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_limiter_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SaveSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*SaveSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_limiter_proto_rawDescGZIP(), []int{26}
+}
+
+type SnapshotChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotChunk) Reset() {
+	*x = SnapshotChunk{}
+	mi := &file_limiter_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotChunk) ProtoMessage() {}
+
+func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_limiter_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
+func (*SnapshotChunk) Descriptor() ([]byte, []int) {
+	return file_limiter_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *SnapshotChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type RestoreSnapshotResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Limits and buckets in the restored state.
+	Limits        int64 `protobuf:"varint,1,opt,name=limits,proto3" json:"limits,omitempty"`
+	Buckets       int64 `protobuf:"varint,2,opt,name=buckets,proto3" json:"buckets,omitempty"`
+	Bytes         int64 `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreSnapshotResponse) Reset() {
+	*x = RestoreSnapshotResponse{}
+	mi := &file_limiter_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreSnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreSnapshotResponse) ProtoMessage() {}
+
+func (x *RestoreSnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_limiter_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreSnapshotResponse.ProtoReflect.Descriptor instead.
+func (*RestoreSnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_limiter_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *RestoreSnapshotResponse) GetLimits() int64 {
+	if x != nil {
+		return x.Limits
+	}
+	return 0
+}
+
+func (x *RestoreSnapshotResponse) GetBuckets() int64 {
+	if x != nil {
+		return x.Buckets
+	}
+	return 0
+}
+
+func (x *RestoreSnapshotResponse) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
 var File_limiter_proto protoreflect.FileDescriptor
 
 const file_limiter_proto_rawDesc = "" +
@@ -1785,7 +1926,14 @@ const file_limiter_proto_rawDesc = "" +
 	"lease_held\x18\x11 \x01(\bR\tleaseHeld\x12\x1f\n" +
 	"\vlease_reads\x18\x12 \x01(\x04R\n" +
 	"leaseReads\x12#\n" +
-	"\rlocal_denials\x18\x13 \x01(\x04R\flocalDenials*B\n" +
+	"\rlocal_denials\x18\x13 \x01(\x04R\flocalDenials\"\x15\n" +
+	"\x13SaveSnapshotRequest\"#\n" +
+	"\rSnapshotChunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"a\n" +
+	"\x17RestoreSnapshotResponse\x12\x16\n" +
+	"\x06limits\x18\x01 \x01(\x03R\x06limits\x12\x18\n" +
+	"\abuckets\x18\x02 \x01(\x03R\abuckets\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\x03R\x05bytes*B\n" +
 	"\vConsistency\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x00\x12\x15\n" +
 	"\x11CONSISTENCY_STALE\x10\x01*K\n" +
@@ -1796,7 +1944,7 @@ const file_limiter_proto_rawDesc = "" +
 	"\vRateLimiter\x129\n" +
 	"\x04Take\x12\x17.limiter.v1.TakeRequest\x1a\x18.limiter.v1.TakeResponse\x12E\n" +
 	"\bTakeMany\x12\x1b.limiter.v1.TakeManyRequest\x1a\x1c.limiter.v1.TakeManyResponse\x129\n" +
-	"\x04Peek\x12\x17.limiter.v1.PeekRequest\x1a\x18.limiter.v1.PeekResponse2\xb4\x05\n" +
+	"\x04Peek\x12\x17.limiter.v1.PeekRequest\x1a\x18.limiter.v1.PeekResponse2\xd7\x06\n" +
 	"\x05Admin\x12>\n" +
 	"\bSetLimit\x12\x1b.limiter.v1.SetLimitRequest\x1a\x15.limiter.v1.LimitInfo\x12>\n" +
 	"\bGetLimit\x12\x1b.limiter.v1.GetLimitRequest\x1a\x15.limiter.v1.LimitInfo\x12K\n" +
@@ -1807,7 +1955,9 @@ const file_limiter_proto_rawDesc = "" +
 	"\bAddVoter\x12\x1b.limiter.v1.AddVoterRequest\x1a\x1c.limiter.v1.AddVoterResponse\x12Q\n" +
 	"\fRemoveServer\x12\x1f.limiter.v1.RemoveServerRequest\x1a .limiter.v1.RemoveServerResponse\x12c\n" +
 	"\x12TransferLeadership\x12%.limiter.v1.TransferLeadershipRequest\x1a&.limiter.v1.TransferLeadershipResponse\x12?\n" +
-	"\x06Status\x12\x19.limiter.v1.StatusRequest\x1a\x1a.limiter.v1.StatusResponseB5Z3github.com/limiterd/limiter/api/limiterpb;limiterpbb\x06proto3"
+	"\x06Status\x12\x19.limiter.v1.StatusRequest\x1a\x1a.limiter.v1.StatusResponse\x12L\n" +
+	"\fSaveSnapshot\x12\x1f.limiter.v1.SaveSnapshotRequest\x1a\x19.limiter.v1.SnapshotChunk0\x01\x12S\n" +
+	"\x0fRestoreSnapshot\x12\x19.limiter.v1.SnapshotChunk\x1a#.limiter.v1.RestoreSnapshotResponse(\x01B5Z3github.com/limiterd/limiter/api/limiterpb;limiterpbb\x06proto3"
 
 var (
 	file_limiter_proto_rawDescOnce sync.Once
@@ -1822,7 +1972,7 @@ func file_limiter_proto_rawDescGZIP() []byte {
 }
 
 var file_limiter_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_limiter_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_limiter_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_limiter_proto_goTypes = []any{
 	(Consistency)(0),                   // 0: limiter.v1.Consistency
 	(Suffrage)(0),                      // 1: limiter.v1.Suffrage
@@ -1852,6 +2002,9 @@ var file_limiter_proto_goTypes = []any{
 	(*TransferLeadershipResponse)(nil), // 25: limiter.v1.TransferLeadershipResponse
 	(*StatusRequest)(nil),              // 26: limiter.v1.StatusRequest
 	(*StatusResponse)(nil),             // 27: limiter.v1.StatusResponse
+	(*SaveSnapshotRequest)(nil),        // 28: limiter.v1.SaveSnapshotRequest
+	(*SnapshotChunk)(nil),              // 29: limiter.v1.SnapshotChunk
+	(*RestoreSnapshotResponse)(nil),    // 30: limiter.v1.RestoreSnapshotResponse
 }
 var file_limiter_proto_depIdxs = []int32{
 	3,  // 0: limiter.v1.TakeResponse.decision:type_name -> limiter.v1.Decision
@@ -1875,20 +2028,24 @@ var file_limiter_proto_depIdxs = []int32{
 	22, // 18: limiter.v1.Admin.RemoveServer:input_type -> limiter.v1.RemoveServerRequest
 	24, // 19: limiter.v1.Admin.TransferLeadership:input_type -> limiter.v1.TransferLeadershipRequest
 	26, // 20: limiter.v1.Admin.Status:input_type -> limiter.v1.StatusRequest
-	4,  // 21: limiter.v1.RateLimiter.Take:output_type -> limiter.v1.TakeResponse
-	7,  // 22: limiter.v1.RateLimiter.TakeMany:output_type -> limiter.v1.TakeManyResponse
-	9,  // 23: limiter.v1.RateLimiter.Peek:output_type -> limiter.v1.PeekResponse
-	10, // 24: limiter.v1.Admin.SetLimit:output_type -> limiter.v1.LimitInfo
-	10, // 25: limiter.v1.Admin.GetLimit:output_type -> limiter.v1.LimitInfo
-	14, // 26: limiter.v1.Admin.ListLimits:output_type -> limiter.v1.ListLimitsResponse
-	16, // 27: limiter.v1.Admin.DeleteLimit:output_type -> limiter.v1.DeleteLimitResponse
-	19, // 28: limiter.v1.Admin.ListMembers:output_type -> limiter.v1.ListMembersResponse
-	21, // 29: limiter.v1.Admin.AddVoter:output_type -> limiter.v1.AddVoterResponse
-	23, // 30: limiter.v1.Admin.RemoveServer:output_type -> limiter.v1.RemoveServerResponse
-	25, // 31: limiter.v1.Admin.TransferLeadership:output_type -> limiter.v1.TransferLeadershipResponse
-	27, // 32: limiter.v1.Admin.Status:output_type -> limiter.v1.StatusResponse
-	21, // [21:33] is the sub-list for method output_type
-	9,  // [9:21] is the sub-list for method input_type
+	28, // 21: limiter.v1.Admin.SaveSnapshot:input_type -> limiter.v1.SaveSnapshotRequest
+	29, // 22: limiter.v1.Admin.RestoreSnapshot:input_type -> limiter.v1.SnapshotChunk
+	4,  // 23: limiter.v1.RateLimiter.Take:output_type -> limiter.v1.TakeResponse
+	7,  // 24: limiter.v1.RateLimiter.TakeMany:output_type -> limiter.v1.TakeManyResponse
+	9,  // 25: limiter.v1.RateLimiter.Peek:output_type -> limiter.v1.PeekResponse
+	10, // 26: limiter.v1.Admin.SetLimit:output_type -> limiter.v1.LimitInfo
+	10, // 27: limiter.v1.Admin.GetLimit:output_type -> limiter.v1.LimitInfo
+	14, // 28: limiter.v1.Admin.ListLimits:output_type -> limiter.v1.ListLimitsResponse
+	16, // 29: limiter.v1.Admin.DeleteLimit:output_type -> limiter.v1.DeleteLimitResponse
+	19, // 30: limiter.v1.Admin.ListMembers:output_type -> limiter.v1.ListMembersResponse
+	21, // 31: limiter.v1.Admin.AddVoter:output_type -> limiter.v1.AddVoterResponse
+	23, // 32: limiter.v1.Admin.RemoveServer:output_type -> limiter.v1.RemoveServerResponse
+	25, // 33: limiter.v1.Admin.TransferLeadership:output_type -> limiter.v1.TransferLeadershipResponse
+	27, // 34: limiter.v1.Admin.Status:output_type -> limiter.v1.StatusResponse
+	29, // 35: limiter.v1.Admin.SaveSnapshot:output_type -> limiter.v1.SnapshotChunk
+	30, // 36: limiter.v1.Admin.RestoreSnapshot:output_type -> limiter.v1.RestoreSnapshotResponse
+	23, // [23:37] is the sub-list for method output_type
+	9,  // [9:23] is the sub-list for method input_type
 	9,  // [9:9] is the sub-list for extension type_name
 	9,  // [9:9] is the sub-list for extension extendee
 	0,  // [0:9] is the sub-list for field type_name
@@ -1905,7 +2062,7 @@ func file_limiter_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_limiter_proto_rawDesc), len(file_limiter_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   26,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

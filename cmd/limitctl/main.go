@@ -253,7 +253,7 @@ unavailable nodes are retried until --timeout.
 	pf.DurationVar(&a.timeout, "timeout", 10*time.Second, "time limit for the whole command, retries included")
 	pf.StringVarP(&a.output, "output", "o", "text", "output format: text or json")
 
-	root.AddCommand(a.limitCmd(), a.takeCmd(), a.peekCmd(), a.memberCmd(), a.leaderCmd(), a.statusCmd(), a.healthCmd())
+	root.AddCommand(a.limitCmd(), a.takeCmd(), a.peekCmd(), a.memberCmd(), a.leaderCmd(), a.statusCmd(), a.healthCmd(), a.snapshotCmd())
 	return root
 }
 
