@@ -124,7 +124,8 @@ type Config struct {
 	// (time since process start by default); a wall-clock step does not move it. See stampClock.
 	Now  func() time.Time
 	Mono func() time.Duration
-	// Logger receives the node's logs; Raft's own logs go to RaftLogOutput at RaftLogLevel.
+	// Logger receives the node's logs, and Raft's own at RaftLogLevel (with "component": "raft").
+	// RaftLogOutput, if set, sends Raft's logs there in hclog's format instead.
 	Logger        *slog.Logger
 	RaftLogOutput io.Writer
 	RaftLogLevel  string

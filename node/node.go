@@ -80,9 +80,6 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.RaftLogOutput == nil {
-		cfg.RaftLogOutput = os.Stderr
-	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), shutdownCh: make(chan struct{})}
 	ok := false
 	defer func() {
@@ -112,11 +109,14 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open raft log %s: %w", dbPath, err)
 	}
-	hl := hclog.New(&hclog.LoggerOptions{
-		Name:   "raft",
-		Output: cfg.RaftLogOutput,
-		Level:  hclog.LevelFromString(cfg.RaftLogLevel),
-	}).With("node", cfg.ID)
+	var hl hclog.Logger = newRaftLogger(n.log, hclog.LevelFromString(cfg.RaftLogLevel))
+	if cfg.RaftLogOutput != nil {
+		hl = hclog.New(&hclog.LoggerOptions{
+			Name:   "raft",
+			Output: cfg.RaftLogOutput,
+			Level:  hclog.LevelFromString(cfg.RaftLogLevel),
+		}).With("node", cfg.ID)
+	}
 	snapDir := cfg.DataDir
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(snapDir, 2, hl)
 	if err != nil {

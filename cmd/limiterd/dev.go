@@ -74,7 +74,7 @@ func runDev(ctx context.Context, f nodeFlags, dataDir string, stdout, stderr io.
 		cfg := node.DefaultConfig()
 		cfg.ID, cfg.RaftAddr, cfg.DataDir, cfg.Bootstrap = p.ID, p.RaftAddr, filepath.Join(dataDir, p.ID), peers
 		cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 500*time.Millisecond, 500*time.Millisecond, 250*time.Millisecond
-		cfg.RaftLogOutput, cfg.RaftLogLevel = stderr, f.raftLogLevel
+		cfg.RaftLogLevel = f.raftLogLevel
 		cfg.MaxInflightBatches = f.inflight
 		in, err := server.StartInstance(server.InstanceConfig{Node: cfg, APIListen: fmt.Sprintf("127.0.0.1:%d", devAPIBase+i),
 			MetricsAddr: fmt.Sprintf("127.0.0.1:%d", devMetricsBase+i), Logger: log})

@@ -142,7 +142,7 @@ func runNode(ctx context.Context, f nodeFlags, limits []server.LimitDecl, stdout
 	cfg.ID, cfg.RaftAddr, cfg.RaftBind, cfg.DataDir = f.id, f.raftAddr, f.raftBind, f.dataDir
 	cfg.APIAddr = f.apiAdvertise
 	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = f.heartbeat, f.heartbeat, f.heartbeat/2
-	cfg.RaftLogOutput, cfg.RaftLogLevel = stderr, f.raftLogLevel
+	cfg.RaftLogLevel = f.raftLogLevel
 	cfg.MaxInflightBatches = f.inflight
 	if f.bootstrap != "" {
 		if cfg.Bootstrap, err = node.ParsePeers(f.bootstrap); err != nil {

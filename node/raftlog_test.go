@@ -1,0 +1,39 @@
+package node
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+func TestRaftLogger_StructuredWithNodeIDAndLevels(t *testing.T) {
+	var buf bytes.Buffer
+	base := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", "n1")
+	var l hclog.Logger = newRaftLogger(base, hclog.Info)
+	l = l.Named("net").With("peer", "n2")
+	l.Debug("below the level")
+	l.Warn("failed to contact", "servers", hclog.Fmt("%d of %d", 1, 3), "error", errors.New("refused"))
+	l.StandardLogger(nil).Print("from the standard logger")
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("got %d lines, want 2 (debug suppressed):\n%s", len(lines), buf.String())
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &m); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"level": "WARN", "msg": "failed to contact", "node": "n1", "component": "raft.net", "peer": "n2", "servers": "1 of 3", "error": "refused"}
+	for k, v := range want {
+		if m[k] != v {
+			t.Errorf("%s = %v, want %v (line %s)", k, m[k], v, lines[0])
+		}
+	}
+	if !strings.Contains(lines[1], `"node":"n1"`) {
+		t.Errorf("standard-logger line without the node ID: %s", lines[1])
+	}
+}
