@@ -9,7 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/limiterd/limiter/client"
@@ -185,5 +188,34 @@ func TestOps_SnapshotSaveAndRestoreBringBackTheSavedState(t *testing.T) {
 	}
 	if d := mustPeek(t, cl, "backup", "k"); d.Remaining != 6 {
 		t.Fatalf("a refused restore changed the state: %d remaining", d.Remaining)
+	}
+}
+
+func TestOps_ReflectionListsTheServices(t *testing.T) {
+	c := mustStartCluster(t, 1)
+	conn, err := grpc.NewClient(c.members[0].apiAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctxT(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, s := range resp.GetListServicesResponse().GetService() {
+		got[s.GetName()] = true
+	}
+	for _, want := range []string{"limiter.v1.RateLimiter", "limiter.v1.Admin", "grpc.health.v1.Health"} {
+		if !got[want] {
+			t.Errorf("reflection does not list %s (got %v)", want, got)
+		}
 	}
 }
