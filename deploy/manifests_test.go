@@ -662,8 +662,10 @@ func checkK8s(m *k8sManifests) problems {
 			p.addf("%s: want a grpc probe only", pr.name)
 		case strconv.Itoa(pr.probe.GRPC.Port) != apiPort:
 			p.addf("%s: grpc port %d, want %s", pr.name, pr.probe.GRPC.Port, apiPort)
-		case pr.probe.GRPC.Service != nil && *pr.probe.GRPC.Service != "":
-			p.addf("%s: grpc service %q; limiterd reports the node's health on service \"\"", pr.name, *pr.probe.GRPC.Service)
+		case pr.name == "livenessProbe" && (pr.probe.GRPC.Service == nil || *pr.probe.GRPC.Service != "liveness"):
+			p.addf("%s: want grpc service \"liveness\" (SERVING whenever the process answers), not the node's serving status", pr.name)
+		case pr.name != "livenessProbe" && pr.probe.GRPC.Service != nil && *pr.probe.GRPC.Service != "":
+			p.addf("%s: grpc service %q; limiterd reports whether the node can serve on service \"\"", pr.name, *pr.probe.GRPC.Service)
 		}
 	}
 

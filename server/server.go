@@ -23,6 +23,10 @@ import (
 	"github.com/limiterd/limiter/node"
 )
 
+// LivenessService is the grpc.health.v1 service name that is SERVING whenever the process
+// answers (the empty name reports whether the node can serve).
+const LivenessService = "liveness"
+
 // DefaultTimeout bounds a call that arrives without a deadline.
 const DefaultTimeout = 10 * time.Second
 
@@ -208,6 +212,9 @@ func (s *Server) updateHealth() {
 	}
 	s.health.SetServingStatus("", st)
 	s.health.SetServingStatus(limiterpb.RateLimiter_ServiceDesc.ServiceName, st)
+	// "liveness" only says the process answers: for probes that restart a stuck member, which
+	// must not fire merely because the cluster has lost quorum.
+	s.health.SetServingStatus(LivenessService, healthpb.HealthCheckResponse_SERVING)
 }
 
 // conn returns a cached client connection to a member's API address.

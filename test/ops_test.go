@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
@@ -111,6 +112,16 @@ func TestOps_HealthReflectsWhetherTheNodeCanServe(t *testing.T) {
 		t.Fatalf("/healthz of a lone member: %v %v, want 503", resp, err)
 	}
 	resp.Body.Close()
+	// Liveness stays SERVING: losing quorum is no reason to restart the process.
+	conn, err := grpc.NewClient(c.members[last].apiAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	hr, err := healthpb.NewHealthClient(conn).Check(ctxT(t, 5*time.Second), &healthpb.HealthCheckRequest{Service: server.LivenessService})
+	if err != nil || hr.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("liveness of a lone member: %v %v, want SERVING", hr, err)
+	}
 }
 
 func TestOps_DeclaredLimitsAreCreatedOnceAndNeverOverridden(t *testing.T) {
