@@ -39,6 +39,9 @@ type InstanceConfig struct {
 	MetricsAddr string
 	// Limits are created by the leader when they do not exist yet.
 	Limits []LimitDecl
+	// Envoy and EnvoyHeaders configure the Envoy rate limit service (see Options).
+	Envoy        *EnvoyConfig
+	EnvoyHeaders bool
 }
 
 // StartInstance listens on the API address, starts the Raft node and serves gRPC.
@@ -64,7 +67,7 @@ func StartInstance(cfg InstanceConfig) (*Instance, error) {
 	m := NewMetrics(n)
 	opts := append([]grpc.ServerOption{grpc.MaxRecvMsgSize(4 << 20), grpc.ChainUnaryInterceptor(m.Interceptor())}, cfg.GRPCOptions...)
 	g := grpc.NewServer(opts...)
-	s := New(n, Options{Join: cfg.Join, Limits: cfg.Limits, Logger: cfg.Logger})
+	s := New(n, Options{Join: cfg.Join, Limits: cfg.Limits, Envoy: cfg.Envoy, EnvoyHeaders: cfg.EnvoyHeaders, Logger: cfg.Logger})
 	s.Register(g)
 	in := &Instance{Node: n, Server: s, GRPC: g, Metrics: m, lis: lis, done: make(chan error, 1)}
 	if cfg.MetricsAddr != "" {

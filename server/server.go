@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"log/slog"
 	"sync"
 	"time"
@@ -40,6 +41,7 @@ type Server struct {
 	health *health.Server
 	join   []string // API addresses to ask for membership when this node has none
 	limits []LimitDecl
+	envoy  *EnvoyService // nil unless configured
 	// limitsDone is set once the declared limits exist.
 	limitsDone bool
 
@@ -56,7 +58,11 @@ type Options struct {
 	Join []string
 	// Limits are created by the leader when they do not exist (a configuration file's limits).
 	Limits []LimitDecl
-	Logger *slog.Logger
+	// Envoy, if set, serves envoy.service.ratelimit.v3.RateLimitService with these rules (their
+	// limits are created like Limits); EnvoyHeaders adds X-RateLimit-* response headers.
+	Envoy        *EnvoyConfig
+	EnvoyHeaders bool
+	Logger       *slog.Logger
 }
 
 // LimitDecl is a limit to create if it does not exist.
@@ -72,10 +78,15 @@ func New(n *node.Node, opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Server{
+	s := &Server{
 		node: n, log: opts.Logger.With("node", n.ID()), health: health.NewServer(),
 		join: opts.Join, limits: opts.Limits, conns: map[string]*grpc.ClientConn{}, stop: make(chan struct{}),
 	}
+	if opts.Envoy != nil {
+		s.envoy = &EnvoyService{s: s, cfg: opts.Envoy, headers: opts.EnvoyHeaders}
+		s.limits = append(append([]LimitDecl{}, s.limits...), opts.Envoy.Limits()...)
+	}
+	return s
 }
 
 // Register adds the services (RateLimiter, Admin, health, reflection) to g and starts the
@@ -83,6 +94,9 @@ func New(n *node.Node, opts Options) *Server {
 func (s *Server) Register(g *grpc.Server) {
 	limiterpb.RegisterRateLimiterServer(g, s)
 	limiterpb.RegisterAdminServer(g, s)
+	if s.envoy != nil {
+		rlsv3.RegisterRateLimitServiceServer(g, s.envoy)
+	}
 	healthpb.RegisterHealthServer(g, s.health)
 	reflection.Register(g)
 	s.wg.Add(1)

@@ -31,6 +31,7 @@ type cluster struct {
 	t       *testing.T
 	members []*member
 	peers   []node.Peer
+	tweak   func(*server.InstanceConfig) // applied to every member's config before it starts
 }
 
 // freeAddrs reserves n distinct loopback ports (listen on :0, then release).
@@ -62,8 +63,14 @@ func testLogger() *slog.Logger {
 // mustStartCluster starts n bootstrapped members and waits for a ready leader known to all.
 func mustStartCluster(t *testing.T, n int) *cluster {
 	t.Helper()
+	return mustStartClusterWith(t, n, nil)
+}
+
+// mustStartClusterWith is mustStartCluster with tweak applied to each member's configuration.
+func mustStartClusterWith(t *testing.T, n int, tweak func(*server.InstanceConfig)) *cluster {
+	t.Helper()
 	addrs := freeAddrs(t, 3*n)
-	c := &cluster{t: t}
+	c := &cluster{t: t, tweak: tweak}
 	for i := 0; i < n; i++ {
 		m := &member{id: fmt.Sprintf("n%d", i+1), raftAddr: addrs[3*i], apiAddr: addrs[3*i+1], metrics: addrs[3*i+2], dir: filepath.Join(t.TempDir(), fmt.Sprintf("n%d", i+1))}
 		c.members = append(c.members, m)
@@ -96,8 +103,12 @@ func (c *cluster) mustStart(i int) {
 	cfg := c.nodeConfig(m)
 	cfg.Bootstrap = c.peers
 	var err error
+	ic := server.InstanceConfig{Node: cfg, APIListen: m.apiAddr, MetricsAddr: m.metrics, Logger: testLogger()}
+	if c.tweak != nil {
+		c.tweak(&ic)
+	}
 	for attempt := 0; attempt < 50; attempt++ { // a just-closed port may linger briefly
-		m.in, err = server.StartInstance(server.InstanceConfig{Node: cfg, APIListen: m.apiAddr, MetricsAddr: m.metrics, Logger: testLogger()})
+		m.in, err = server.StartInstance(ic)
 		if err == nil {
 			return
 		}

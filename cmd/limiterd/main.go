@@ -38,7 +38,8 @@ type nodeFlags struct {
 	heartbeat                                                               time.Duration
 	peerAddrs, clockSkewFile                                                string
 	inflight                                                                int
-	metricsAddr, configFile                                                 string
+	metricsAddr, configFile, envoyConfig                                    string
+	envoyHeaders                                                            bool
 }
 
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -80,6 +81,8 @@ For a local 3-node cluster in one process, run: limiterd dev`,
 	addLogFlags(fl, &f)
 	fl.IntVar(&f.inflight, "inflight-batches", 1, "batch entries of takes in flight at once (group commit)")
 	fl.StringVar(&f.configFile, "config", "", "YAML file with flag values (keys are the flag names) and `limits` to create: [{name, rate, per, burst}]")
+	fl.StringVar(&f.envoyConfig, "envoy-config", "", "serve Envoy's rate limit service (envoy.service.ratelimit.v3) with these envoyproxy/ratelimit YAML files, one domain each: FILE,...")
+	fl.BoolVar(&f.envoyHeaders, "envoy-headers", false, "add X-RateLimit-Limit/Remaining/Reset headers to Envoy rate limit responses")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (and /healthz), e.g. 127.0.0.1:9400; off when empty")
 	fl.DurationVar(&f.heartbeat, "heartbeat-timeout", time.Second, "Raft heartbeat and election timeout")
 	fl.StringVar(&f.peerAddrs, "raft-peer-addrs", "", "dial these addresses for these peers instead of their advertised Raft addresses: id=host:port,... (NAT, or a proxy per link)")
@@ -176,7 +179,20 @@ func runNode(ctx context.Context, f nodeFlags, limits []server.LimitDecl, stdout
 			}
 		}
 	}
-	in, err := server.StartInstance(server.InstanceConfig{Node: cfg, APIListen: f.apiAddr, Join: join, Logger: log, MetricsAddr: f.metricsAddr, Limits: limits})
+	var envoy *server.EnvoyConfig
+	if f.envoyConfig != "" {
+		var files []string
+		for _, p := range strings.Split(f.envoyConfig, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				files = append(files, p)
+			}
+		}
+		if envoy, err = server.LoadEnvoyConfig(files...); err != nil {
+			return err
+		}
+	}
+	in, err := server.StartInstance(server.InstanceConfig{Node: cfg, APIListen: f.apiAddr, Join: join, Logger: log,
+		MetricsAddr: f.metricsAddr, Limits: limits, Envoy: envoy, EnvoyHeaders: f.envoyHeaders})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,155 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/limiterd/limiter/api/limiterpb"
+	"github.com/limiterd/limiter/fsm"
+)
+
+// EnvoyService implements envoy.service.ratelimit.v3.RateLimitService on top of the replicated
+// limiter: each descriptor that matches a configured rule takes hits_addend tokens from that
+// rule's limit, keyed by the descriptor's values, all in one log entry; descriptors that match no
+// rule (or an unlimited one) are not limited, as in envoyproxy/ratelimit.
+type EnvoyService struct {
+	rlsv3.UnimplementedRateLimitServiceServer
+	s       *Server
+	cfg     *EnvoyConfig
+	headers bool
+}
+
+// ShouldRateLimit implements the Envoy rate limit service.
+func (e *EnvoyService) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
+	if len(req.GetDescriptors()) == 0 {
+		return nil, invalidArg("no descriptors: a rate limit request needs at least one")
+	}
+	hits := uint64(req.GetHitsAddend())
+	if hits == 0 {
+		hits = 1
+	}
+	resp := &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK}
+	type pending struct {
+		status *rlsv3.RateLimitResponse_DescriptorStatus
+		rule   *envoyRule
+		peek   bool
+	}
+	var items []*limiterpb.TakeItem
+	var waiting []pending
+	for _, d := range req.GetDescriptors() {
+		st := &rlsv3.RateLimitResponse_DescriptorStatus{Code: rlsv3.RateLimitResponse_OK}
+		resp.Statuses = append(resp.Statuses, st)
+		var keys, values []string
+		for _, en := range d.GetEntries() {
+			keys, values = append(keys, en.GetKey()), append(values, en.GetValue())
+		}
+		rule := e.cfg.match(req.GetDomain(), keys, values)
+		if rule == nil || rule.unlimited {
+			continue
+		}
+		st.CurrentLimit = &rlsv3.RateLimitResponse_RateLimit{Name: rule.name, RequestsPerUnit: uint32(rule.rpu), Unit: rule.unit}
+		h := hits
+		if d.GetHitsAddend() != nil {
+			h = d.GetHitsAddend().GetValue()
+		}
+		if h > uint64(rule.rpu) { // can never be granted
+			over(resp, st, rule)
+			continue
+		}
+		cost := int64(h)
+		if cost == 0 {
+			cost = 1 // hits_addend 0 asks about the limit without consuming: a peek
+		}
+		items = append(items, &limiterpb.TakeItem{Limit: rule.limit, Key: envoyBucketKey(values), Cost: cost})
+		waiting = append(waiting, pending{status: st, rule: rule, peek: h == 0})
+	}
+	var takes []*limiterpb.TakeItem
+	var takers []pending
+	for i, it := range items {
+		if waiting[i].peek {
+			p, err := e.s.Peek(ctx, &limiterpb.PeekRequest{Limit: it.Limit, Key: it.Key, Cost: it.Cost})
+			if err != nil {
+				return nil, err
+			}
+			e.fill(resp, waiting[i].status, waiting[i].rule, p.GetDecision())
+			continue
+		}
+		takes, takers = append(takes, it), append(takers, waiting[i])
+	}
+	if len(takes) > 0 {
+		out, err := e.s.TakeMany(ctx, &limiterpb.TakeManyRequest{Items: takes})
+		if err != nil {
+			return nil, err // Envoy applies its failure_mode_deny setting
+		}
+		for i, d := range out.GetDecisions() {
+			e.fill(resp, takers[i].status, takers[i].rule, d)
+		}
+	}
+	if e.headers {
+		resp.ResponseHeadersToAdd = envoyHeaders(resp.GetStatuses())
+	}
+	return resp, nil
+}
+
+// fill records one decision in its descriptor status.
+func (e *EnvoyService) fill(resp *rlsv3.RateLimitResponse, st *rlsv3.RateLimitResponse_DescriptorStatus, rule *envoyRule, d *limiterpb.Decision) {
+	st.LimitRemaining = uint32(max(0, d.GetRemaining()))
+	st.DurationUntilReset = durationpb.New(time.Duration(d.GetResetAfterNanos()))
+	if !d.GetAllowed() {
+		over(resp, st, rule)
+	}
+}
+
+// over marks a descriptor, and the response, OVER_LIMIT, unless its rule is in shadow mode:
+// then the take is counted but never enforced, and the descriptor reports OK.
+func over(resp *rlsv3.RateLimitResponse, st *rlsv3.RateLimitResponse_DescriptorStatus, rule *envoyRule) {
+	if rule.shadow {
+		return
+	}
+	st.Code = rlsv3.RateLimitResponse_OVER_LIMIT
+	resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
+}
+
+// envoyBucketKey is the bucket of a descriptor: its values, which distinguish "any value" rules'
+// buckets (one per client IP, say). Long keys are hashed to fit.
+func envoyBucketKey(values []string) string {
+	k := strings.Join(values, "\x1f")
+	if k == "" {
+		k = "\x1f"
+	}
+	if len(k) > fsm.MaxKeyLen {
+		h := fnv.New64a()
+		h.Write([]byte(k))
+		k = fmt.Sprintf("%s#%016x", k[:fsm.MaxKeyLen-17], h.Sum64())
+	}
+	return k
+}
+
+// envoyHeaders are the X-RateLimit-* headers of the most restrictive limited descriptor.
+func envoyHeaders(sts []*rlsv3.RateLimitResponse_DescriptorStatus) []*corev3.HeaderValue {
+	var best *rlsv3.RateLimitResponse_DescriptorStatus
+	for _, st := range sts {
+		if st.GetCurrentLimit() == nil {
+			continue
+		}
+		if best == nil || st.GetLimitRemaining() < best.GetLimitRemaining() {
+			best = st
+		}
+	}
+	if best == nil {
+		return nil
+	}
+	reset := int64((best.GetDurationUntilReset().AsDuration() + time.Second - 1) / time.Second)
+	return []*corev3.HeaderValue{
+		{Key: "X-RateLimit-Limit", Value: fmt.Sprint(best.GetCurrentLimit().GetRequestsPerUnit())},
+		{Key: "X-RateLimit-Remaining", Value: fmt.Sprint(best.GetLimitRemaining())},
+		{Key: "X-RateLimit-Reset", Value: fmt.Sprint(reset)},
+	}
+}

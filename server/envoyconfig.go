@@ -1,0 +1,206 @@
+package server
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"gopkg.in/yaml.v3"
+
+	"github.com/limiterd/limiter/bucket"
+	"github.com/limiterd/limiter/fsm"
+)
+
+// EnvoyConfig is the rate limit configuration of Envoy's global rate limit service, in the
+// YAML format of envoyproxy/ratelimit (the common subset): one file per domain, with nested
+// descriptors of key and optional value, each with a rate_limit (unit, requests_per_unit),
+// shadow_mode or unlimited. Every descriptor with a rate_limit becomes one replicated limit.
+type EnvoyConfig struct {
+	domains map[string]*envoyNode
+	rules   []*envoyRule
+}
+
+type envoyFile struct {
+	Domain      string            `yaml:"domain"`
+	Descriptors []envoyDescriptor `yaml:"descriptors"`
+}
+
+type envoyDescriptor struct {
+	Key         string            `yaml:"key"`
+	Value       string            `yaml:"value"`
+	RateLimit   *envoyRate        `yaml:"rate_limit"`
+	ShadowMode  bool              `yaml:"shadow_mode"`
+	Descriptors []envoyDescriptor `yaml:"descriptors"`
+	// Accepted for compatibility, not used: envoyproxy/ratelimit's replaces and detailed_metric.
+	Replaces       []map[string]string `yaml:"replaces"`
+	DetailedMetric bool                `yaml:"detailed_metric"`
+}
+
+type envoyRate struct {
+	Unit            string `yaml:"unit"`
+	RequestsPerUnit int64  `yaml:"requests_per_unit"`
+	Unlimited       bool   `yaml:"unlimited"`
+	Name            string `yaml:"name"`
+}
+
+// envoyNode is one level of a domain's descriptor tree: children by "key_value", and by "key"
+// for descriptors without a value (any value).
+type envoyNode struct {
+	children map[string]*envoyNode
+	rule     *envoyRule
+}
+
+// envoyRule is one configured limit.
+type envoyRule struct {
+	limit     string // the replicated limit's name
+	unit      rlsv3.RateLimitResponse_RateLimit_Unit
+	rpu       int64
+	per       time.Duration
+	shadow    bool
+	unlimited bool
+	name      string // rate_limit.name, echoed in responses
+}
+
+var envoyUnits = map[string]struct {
+	unit rlsv3.RateLimitResponse_RateLimit_Unit
+	per  time.Duration
+}{
+	"second": {rlsv3.RateLimitResponse_RateLimit_SECOND, time.Second},
+	"minute": {rlsv3.RateLimitResponse_RateLimit_MINUTE, time.Minute},
+	"hour":   {rlsv3.RateLimitResponse_RateLimit_HOUR, time.Hour},
+	"day":    {rlsv3.RateLimitResponse_RateLimit_DAY, 24 * time.Hour},
+	"week":   {rlsv3.RateLimitResponse_RateLimit_WEEK, 7 * 24 * time.Hour},
+	"month":  {rlsv3.RateLimitResponse_RateLimit_MONTH, 30 * 24 * time.Hour},
+	"year":   {rlsv3.RateLimitResponse_RateLimit_YEAR, 365 * 24 * time.Hour},
+}
+
+// LoadEnvoyConfig reads envoyproxy/ratelimit YAML files, one domain each. Errors name the file
+// and the descriptor path.
+func LoadEnvoyConfig(paths ...string) (*EnvoyConfig, error) {
+	cfg := &EnvoyConfig{domains: map[string]*envoyNode{}}
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("envoy config: %w", err)
+		}
+		if err := cfg.add(p, data); err != nil {
+			return nil, err
+		}
+	}
+	return cfg, nil
+}
+
+func (c *EnvoyConfig) add(path string, data []byte) error {
+	var f envoyFile
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("envoy config %s: %w", path, err)
+	}
+	if f.Domain == "" {
+		return fmt.Errorf("envoy config %s: domain is required", path)
+	}
+	if _, dup := c.domains[f.Domain]; dup {
+		return fmt.Errorf("envoy config %s: domain %q is configured twice", path, f.Domain)
+	}
+	root := &envoyNode{children: map[string]*envoyNode{}}
+	if err := c.addLevel(path, f.Domain, f.Domain, root, f.Descriptors); err != nil {
+		return err
+	}
+	c.domains[f.Domain] = root
+	return nil
+}
+
+func (c *EnvoyConfig) addLevel(path, domain, at string, n *envoyNode, ds []envoyDescriptor) error {
+	for _, d := range ds {
+		if d.Key == "" {
+			return fmt.Errorf("envoy config %s: %s: a descriptor without a key", path, at)
+		}
+		id := d.Key
+		if d.Value != "" {
+			id = d.Key + "_" + d.Value
+		}
+		here := at + "." + id
+		if _, dup := n.children[id]; dup {
+			return fmt.Errorf("envoy config %s: %s: configured twice", path, here)
+		}
+		child := &envoyNode{children: map[string]*envoyNode{}}
+		n.children[id] = child
+		if r := d.RateLimit; r != nil {
+			rule := &envoyRule{shadow: d.ShadowMode, unlimited: r.Unlimited, name: r.Name}
+			if !r.Unlimited {
+				u, ok := envoyUnits[strings.ToLower(r.Unit)]
+				if !ok {
+					return fmt.Errorf("envoy config %s: %s: rate_limit.unit %q: want second, minute, hour, day, week, month or year", path, here, r.Unit)
+				}
+				if _, err := bucket.NewLimit(r.RequestsPerUnit, u.per, 0); err != nil {
+					return fmt.Errorf("envoy config %s: %s: rate_limit.requests_per_unit: %w", path, here, err)
+				}
+				rule.unit, rule.per, rule.rpu = u.unit, u.per, r.RequestsPerUnit
+				rule.limit = envoyLimitName(here)
+				c.rules = append(c.rules, rule)
+			}
+			child.rule = rule
+		}
+		if err := c.addLevel(path, domain, here, child, d.Descriptors); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// envoyLimitName turns a descriptor path into a valid, unique limit name: the path with other
+// characters replaced, cut to fit, and a hash of the exact path.
+func envoyLimitName(path string) string {
+	h := fnv.New32a()
+	h.Write([]byte(path))
+	var b strings.Builder
+	b.WriteString("envoy/")
+	for _, r := range path {
+		if r < 128 && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._-:/", r)) {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('_')
+		}
+	}
+	name := b.String()
+	if max := fsm.MaxNameLen - 9; len(name) > max {
+		name = name[:max]
+	}
+	return fmt.Sprintf("%s.%08x", name, h.Sum32())
+}
+
+// match finds the rule for a request descriptor's entries, as envoyproxy/ratelimit does: level
+// by level, "key_value" first, then "key" (any value). nil means no limit applies.
+func (c *EnvoyConfig) match(domain string, keys, values []string) *envoyRule {
+	n := c.domains[domain]
+	for i := range keys {
+		if n == nil {
+			return nil
+		}
+		next := n.children[keys[i]+"_"+values[i]]
+		if next == nil {
+			next = n.children[keys[i]]
+		}
+		n = next
+	}
+	if n == nil {
+		return nil
+	}
+	return n.rule
+}
+
+// Limits are the replicated limits the configuration needs.
+func (c *EnvoyConfig) Limits() []LimitDecl {
+	var out []LimitDecl
+	for _, r := range c.rules {
+		out = append(out, LimitDecl{Name: r.limit, Rate: r.rpu, Per: r.per})
+	}
+	return out
+}

@@ -1,0 +1,172 @@
+package test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	extrl "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/limiterd/limiter/server"
+)
+
+// envoyConfigYAML is in envoyproxy/ratelimit's format.
+const envoyConfigYAML = `
+domain: edge
+descriptors:
+  - key: remote_address
+    rate_limit:
+      unit: minute
+      requests_per_unit: 3
+  - key: path
+    value: /login
+    rate_limit: {unit: hour, requests_per_unit: 2}
+    descriptors:
+      - key: user
+        rate_limit: {unit: hour, requests_per_unit: 1, name: per-user-login}
+  - key: path
+    value: /free
+    rate_limit: {unlimited: true}
+  - key: batch
+    shadow_mode: true
+    rate_limit: {unit: hour, requests_per_unit: 1}
+`
+
+func desc(kv ...string) *extrl.RateLimitDescriptor {
+	d := &extrl.RateLimitDescriptor{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		d.Entries = append(d.Entries, &extrl.RateLimitDescriptor_Entry{Key: kv[i], Value: kv[i+1]})
+	}
+	return d
+}
+
+func TestEnvoy_ShouldRateLimitAgainstTheReplicatedCluster(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "edge.yaml")
+	if err := os.WriteFile(p, []byte(envoyConfigYAML), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := server.LoadEnvoyConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := mustStartClusterWith(t, 3, func(ic *server.InstanceConfig) { ic.Envoy, ic.EnvoyHeaders = cfg, true })
+	waitFor(t, 20*time.Second, "the configured limits", func() bool {
+		lis, err := c.mustClient().ListLimits(ctxT(t, 5*time.Second))
+		return err == nil && len(lis) == 4
+	})
+	// Envoy may talk to any member: use a follower (it forwards to the leader).
+	conn, err := grpc.NewClient(c.members[c.follower()].apiAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rls := rlsv3.NewRateLimitServiceClient(conn)
+	ask := func(hits uint32, ds ...*extrl.RateLimitDescriptor) *rlsv3.RateLimitResponse {
+		t.Helper()
+		resp, err := rls.ShouldRateLimit(ctxT(t, 20*time.Second), &rlsv3.RateLimitRequest{Domain: "edge", Descriptors: ds, HitsAddend: hits})
+		if err != nil {
+			t.Fatalf("ShouldRateLimit: %v", err)
+		}
+		return resp
+	}
+
+	// 3 per minute per client address; each address has its own bucket.
+	for i, want := range []uint32{2, 1, 0} {
+		r := ask(0, desc("remote_address", "10.0.0.1"))
+		st := r.GetStatuses()[0]
+		if r.GetOverallCode() != rlsv3.RateLimitResponse_OK || st.GetLimitRemaining() != want ||
+			st.GetCurrentLimit().GetRequestsPerUnit() != 3 || st.GetCurrentLimit().GetUnit() != rlsv3.RateLimitResponse_RateLimit_MINUTE ||
+			st.GetDurationUntilReset().AsDuration() <= 0 {
+			t.Fatalf("request %d: %v", i, r)
+		}
+	}
+	if r := ask(0, desc("remote_address", "10.0.0.1")); r.GetOverallCode() != rlsv3.RateLimitResponse_OVER_LIMIT || r.GetStatuses()[0].GetCode() != rlsv3.RateLimitResponse_OVER_LIMIT {
+		t.Fatalf("4th request from 10.0.0.1: %v, want OVER_LIMIT", r)
+	}
+	if r := ask(0, desc("remote_address", "10.0.0.2")); r.GetOverallCode() != rlsv3.RateLimitResponse_OK {
+		t.Fatalf("another address: %v, want OK", r)
+	}
+
+	// hits_addend is honoured: 2 of the 2 per hour at once.
+	if r := ask(2, desc("path", "/login")); r.GetOverallCode() != rlsv3.RateLimitResponse_OK || r.GetStatuses()[0].GetLimitRemaining() != 0 {
+		t.Fatalf("hits 2: %v", r)
+	}
+	// Nested descriptors reach the nested rule (1 per hour per user), named as configured.
+	r := ask(0, desc("path", "/login", "user", "bob"))
+	if r.GetOverallCode() != rlsv3.RateLimitResponse_OK || r.GetStatuses()[0].GetCurrentLimit().GetName() != "per-user-login" {
+		t.Fatalf("nested rule: %v", r)
+	}
+	// Unknown descriptors and unlimited rules are not limited.
+	r = ask(0, desc("nobody", "knows"), desc("path", "/free"))
+	for _, st := range r.GetStatuses() {
+		if st.GetCode() != rlsv3.RateLimitResponse_OK || st.GetCurrentLimit() != nil {
+			t.Fatalf("unknown or unlimited descriptor limited: %v", r)
+		}
+	}
+	// One descriptor over its limit makes the whole request OVER_LIMIT; the others say OK.
+	r = ask(0, desc("remote_address", "10.0.0.3"), desc("path", "/login"))
+	if r.GetOverallCode() != rlsv3.RateLimitResponse_OVER_LIMIT || r.GetStatuses()[0].GetCode() != rlsv3.RateLimitResponse_OK || r.GetStatuses()[1].GetCode() != rlsv3.RateLimitResponse_OVER_LIMIT {
+		t.Fatalf("mixed request: %v", r)
+	}
+	// Rate-limit headers name the most restrictive descriptor.
+	headers := map[string]string{}
+	for _, h := range r.GetResponseHeadersToAdd() {
+		headers[h.GetKey()] = h.GetValue()
+	}
+	if headers["X-RateLimit-Remaining"] != "0" || headers["X-RateLimit-Limit"] != "2" || headers["X-RateLimit-Reset"] == "" {
+		t.Fatalf("headers %v", headers)
+	}
+	// Shadow mode: counted, never enforced.
+	for i := 0; i < 3; i++ {
+		if r := ask(0, desc("batch", "nightly")); r.GetOverallCode() != rlsv3.RateLimitResponse_OK {
+			t.Fatalf("shadow-mode request %d: %v, want OK", i, r)
+		}
+	}
+	lis, err := c.mustClient().ListLimits(ctxT(t, 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, li := range lis {
+		if strings.Contains(li.GetName(), "batch") {
+			d, _, err := c.mustClient().Peek(ctxT(t, 5*time.Second), li.GetName(), "nightly", 1, false)
+			if err != nil || d.Remaining != 0 {
+				t.Fatalf("shadow-mode bucket: %+v %v, want it consumed", d, err)
+			}
+		}
+	}
+	// Per-descriptor hits_addend overrides the request's.
+	d := desc("remote_address", "10.0.0.9")
+	d.HitsAddend = wrapperspb.UInt64(3)
+	if r := ask(1, d); r.GetStatuses()[0].GetLimitRemaining() != 0 {
+		t.Fatalf("descriptor hits_addend 3: %v", r)
+	}
+}
+
+func TestEnvoy_BadConfigNamesTheProblem(t *testing.T) {
+	cases := map[string]struct{ body, want string }{
+		"no domain":     {"descriptors: []\n", "domain is required"},
+		"bad unit":      {"domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: fortnight, requests_per_unit: 1}\n", "d.k: rate_limit.unit"},
+		"zero requests": {"domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: 0}\n", "requests_per_unit"},
+		"no key":        {"domain: d\ndescriptors:\n  - value: v\n", "without a key"},
+		"unknown field": {"domain: d\ndescriptors:\n  - key: k\n    rate_limits: {}\n", "rate_limits"},
+		"duplicate":     {"domain: d\ndescriptors:\n  - {key: k, value: v}\n  - {key: k, value: v}\n", "configured twice"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "c.yaml")
+			if err := os.WriteFile(p, []byte(tc.body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := server.LoadEnvoyConfig(p)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), p) {
+				t.Fatalf("got %v, want an error naming %s and %q", err, p, tc.want)
+			}
+		})
+	}
+}
