@@ -170,3 +170,9 @@ func TestEnvoy_BadConfigNamesTheProblem(t *testing.T) {
 		})
 	}
 }
+
+func TestEnvoy_ExampleConfigInDeployLoads(t *testing.T) {
+	if _, err := server.LoadEnvoyConfig("../deploy/envoy/ratelimit-config.yaml"); err != nil {
+		t.Fatalf("the example rate limit configuration does not load: %v", err)
+	}
+}
