@@ -7,6 +7,7 @@ package client
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -42,6 +44,8 @@ type Options struct {
 	AttemptTimeout time.Duration
 	// DialOptions replace the default (plaintext) dial options.
 	DialOptions []grpc.DialOption
+	// TLS, if set (and DialOptions is not), connects over TLS with this configuration.
+	TLS *tls.Config
 	// AddressMap translates the leader addresses that nodes name in their hints into the
 	// addresses this client should dial (for clients behind NAT or a proxy per node).
 	AddressMap map[string]string
@@ -76,7 +80,11 @@ func New(addrs []string, opts Options) (*Client, error) {
 		opts.AttemptTimeout = 3 * time.Second
 	}
 	if opts.DialOptions == nil {
-		opts.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+		creds := insecure.NewCredentials()
+		if opts.TLS != nil {
+			creds = credentials.NewTLS(opts.TLS)
+		}
+		opts.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(creds)}
 	}
 	return &Client{addrs: clean, opts: opts, conns: map[string]*grpc.ClientConn{}}, nil
 }
@@ -182,6 +190,9 @@ func (c *Client) call(ctx context.Context, fn func(ctx context.Context, conn *gr
 			c.setLeader("") // try the next node
 		}
 		if time.Now().Add(backoff).After(deadline) {
+			if c.opts.TLS == nil && c.opts.DialOptions != nil && strings.Contains(last.Error(), "server preface") {
+				return fmt.Errorf("client: gave up after %d attempts (the node may be serving TLS: give the client its CA): %w", attempt+1, last)
+			}
 			return fmt.Errorf("client: gave up after %d attempts: %w", attempt+1, last)
 		}
 		t := time.NewTimer(backoff/2 + mrand.N(backoff/2+1))

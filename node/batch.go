@@ -129,12 +129,15 @@ func (b *batcher) propose(batch []*takeReq) raft.ApplyFuture {
 
 // finish waits for a batch entry and hands each caller its outcome.
 func (b *batcher) finish(batch []*takeReq, f raft.ApplyFuture) {
-	defer func() {
+	// The entry is applied (or failed for good) once f has an answer: clear the pending marks
+	// before the callers hear back, so a caller's next request sees its own take as settled.
+	settle := func() {
 		for _, r := range batch {
-			b.n.pending.addTake(&r.take, -1) // applied, or failed for good
+			b.n.pending.addTake(&r.take, -1)
 		}
-	}()
+	}
 	fail := func(err error) {
+		settle()
 		for _, r := range batch {
 			r.done <- takeResp{err: err}
 		}
@@ -156,6 +159,7 @@ func (b *batcher) finish(batch []*takeReq, f raft.ApplyFuture) {
 	case len(resp.Takes) != len(batch):
 		fail(fmt.Errorf("apply returned %d outcomes for %d takes", len(resp.Takes), len(batch)))
 	default:
+		settle()
 		for i, r := range batch {
 			r.done <- takeResp{out: resp.Takes[i]}
 		}

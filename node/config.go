@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/limiterd/limiter/certs"
 	"github.com/limiterd/limiter/fsm"
 )
 
@@ -113,8 +114,11 @@ type Config struct {
 	// FSM parameters; must be identical on every member.
 	FSM fsm.Config
 
-	// Stream, if set, replaces the TCP stream layer for Raft traffic (TLS or fault injection).
+	// Stream, if set, replaces the TCP stream layer for Raft traffic (fault injection).
 	Stream raft.StreamLayer
+	// TLS, if set, runs Raft traffic over mutual TLS: members present their certificate and
+	// accept only peers whose certificate the cluster CA signed.
+	TLS *certs.Reloader
 	// PeerAddrs overrides the address this node dials to reach a peer, by server ID (for NAT,
 	// or a proxy per link in fault tests). Peers not listed are dialled at their configured
 	// Raft address.

@@ -5,6 +5,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
 
+	"github.com/limiterd/limiter/certs"
 	"github.com/limiterd/limiter/fsm"
 )
 
@@ -130,6 +132,9 @@ func Start(cfg Config) (*Node, error) {
 			return nil, err
 		}
 		stream = tcp
+		if cfg.TLS != nil {
+			stream = &tlsStream{tcpStream: tcp, tls: cfg.TLS}
+		}
 	}
 	tc := &raft.NetworkTransportConfig{Stream: stream, MaxPool: 3, Timeout: 10 * time.Second, Logger: hl}
 	if len(cfg.PeerAddrs) > 0 {
@@ -522,6 +527,33 @@ func newTCPStream(bind, advertise string) (*tcpStream, error) {
 }
 
 func (t *tcpStream) Addr() net.Addr { return t.advertise }
+
+// tlsStream is tcpStream under mutual TLS.
+type tlsStream struct {
+	*tcpStream
+	tls *certs.Reloader
+}
+
+func (t *tlsStream) Accept() (net.Conn, error) {
+	c, err := t.tcpStream.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return tls.Server(c, t.tls.ServerConfig(tls.RequireAndVerifyClientCert)), nil
+}
+
+func (t *tlsStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	host, _, err := net.SplitHostPort(string(addr))
+	if err != nil {
+		return nil, fmt.Errorf("raft dial %s: %w", addr, err)
+	}
+	d := &net.Dialer{Timeout: timeout}
+	c, err := tls.DialWithDialer(d, "tcp", string(addr), t.tls.ClientConfig(host))
+	if err != nil {
+		return nil, fmt.Errorf("raft dial %s over TLS: %w", addr, err)
+	}
+	return c, nil
+}
 
 func (t *tcpStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	return net.DialTimeout("tcp", string(addr), timeout)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -9,6 +10,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/limiterd/limiter/certs"
 
 	"github.com/limiterd/limiter/node"
 )
@@ -42,6 +46,10 @@ type InstanceConfig struct {
 	// Envoy and EnvoyHeaders configure the Envoy rate limit service (see Options).
 	Envoy        *EnvoyConfig
 	EnvoyHeaders bool
+	// TLS, if set, serves gRPC over TLS (and Raft over mutual TLS, unless Node.TLS is set
+	// otherwise); ClientAuth says whether gRPC clients must present a certificate.
+	TLS        *certs.Reloader
+	ClientAuth tls.ClientAuthType
 }
 
 // StartInstance listens on the API address, starts the Raft node and serves gRPC.
@@ -59,6 +67,9 @@ func StartInstance(cfg InstanceConfig) (*Instance, error) {
 	if cfg.Node.Logger == nil {
 		cfg.Node.Logger = cfg.Logger
 	}
+	if cfg.TLS != nil && cfg.Node.TLS == nil && cfg.Node.Stream == nil {
+		cfg.Node.TLS = cfg.TLS
+	}
 	n, err := node.Start(cfg.Node)
 	if err != nil {
 		lis.Close()
@@ -66,8 +77,14 @@ func StartInstance(cfg InstanceConfig) (*Instance, error) {
 	}
 	m := NewMetrics(n)
 	opts := append([]grpc.ServerOption{grpc.MaxRecvMsgSize(4 << 20), grpc.ChainUnaryInterceptor(m.Interceptor())}, cfg.GRPCOptions...)
+	sopts := Options{Join: cfg.Join, Limits: cfg.Limits, Envoy: cfg.Envoy, EnvoyHeaders: cfg.EnvoyHeaders, Logger: cfg.Logger}
+	if cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS.ServerConfig(cfg.ClientAuth))))
+		// Members reach each other's gRPC port (forwarding, joining) with their own certificate.
+		sopts.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg.TLS.ClientConfig("")))}
+	}
 	g := grpc.NewServer(opts...)
-	s := New(n, Options{Join: cfg.Join, Limits: cfg.Limits, Envoy: cfg.Envoy, EnvoyHeaders: cfg.EnvoyHeaders, Logger: cfg.Logger})
+	s := New(n, sopts)
 	s.Register(g)
 	in := &Instance{Node: n, Server: s, GRPC: g, Metrics: m, lis: lis, done: make(chan error, 1)}
 	if cfg.MetricsAddr != "" {

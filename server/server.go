@@ -45,6 +45,7 @@ type Server struct {
 	// limitsDone is set once the declared limits exist.
 	limitsDone bool
 
+	dial  []grpc.DialOption
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn // API address -> connection, for forwarding
 
@@ -62,7 +63,9 @@ type Options struct {
 	// limits are created like Limits); EnvoyHeaders adds X-RateLimit-* response headers.
 	Envoy        *EnvoyConfig
 	EnvoyHeaders bool
-	Logger       *slog.Logger
+	// DialOptions are used to reach other members (plaintext when empty).
+	DialOptions []grpc.DialOption
+	Logger      *slog.Logger
 }
 
 // LimitDecl is a limit to create if it does not exist.
@@ -78,7 +81,11 @@ func New(n *node.Node, opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if len(opts.DialOptions) == 0 {
+		opts.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
 	s := &Server{
+		dial: opts.DialOptions,
 		node: n, log: opts.Logger.With("node", n.ID()), health: health.NewServer(),
 		join: opts.Join, limits: opts.Limits, conns: map[string]*grpc.ClientConn{}, stop: make(chan struct{}),
 	}
@@ -238,7 +245,7 @@ func (s *Server) conn(addr string) (*grpc.ClientConn, error) {
 	if c, ok := s.conns[addr]; ok {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	c, err := grpc.NewClient(addr, s.dial...)
 	if err != nil {
 		return nil, err
 	}

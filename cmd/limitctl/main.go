@@ -51,6 +51,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/status"
 
+	"github.com/limiterd/limiter/certs"
 	"github.com/limiterd/limiter/client"
 )
 
@@ -216,6 +217,7 @@ type app struct {
 	addrFlag string
 	timeout  time.Duration
 	output   string
+	tls      certs.Files // --ca, --cert, --key
 }
 
 // newRootCmd builds the limitctl command tree, writing results to stdout and cobra's own
@@ -252,6 +254,9 @@ unavailable nodes are retried until --timeout.
 	pf.StringVar(&a.addrFlag, "addr", defaultAddrs, "node API addresses, comma-separated (when not given: $"+addrEnv+" if set, else this default)")
 	pf.DurationVar(&a.timeout, "timeout", 10*time.Second, "time limit for the whole command, retries included")
 	pf.StringVarP(&a.output, "output", "o", "text", "output format: text or json")
+	pf.StringVar(&a.tls.CA, "ca", "", "connect over TLS, trusting this CA (PEM); env LIMITCTL_CA")
+	pf.StringVar(&a.tls.Cert, "cert", "", "client certificate (PEM) for mutual TLS; env LIMITCTL_CERT")
+	pf.StringVar(&a.tls.Key, "key", "", "key of --cert (PEM); env LIMITCTL_KEY")
 
 	root.AddCommand(a.limitCmd(), a.takeCmd(), a.peekCmd(), a.memberCmd(), a.leaderCmd(), a.statusCmd(), a.healthCmd(), a.snapshotCmd())
 	return root
@@ -294,7 +299,21 @@ func (a *app) run(fn action) func(*cobra.Command, []string) error {
 		}
 		ctx, cancel := context.WithTimeout(cmd.Context(), a.timeout)
 		defer cancel()
-		c, err := client.New(addrs, client.Options{RetryFor: a.timeout, AttemptTimeout: min(3*time.Second, a.timeout)})
+		opts := client.Options{RetryFor: a.timeout, AttemptTimeout: min(3*time.Second, a.timeout)}
+		files := a.tls
+		for env, v := range map[string]*string{"LIMITCTL_CA": &files.CA, "LIMITCTL_CERT": &files.Cert, "LIMITCTL_KEY": &files.Key} {
+			if *v == "" {
+				*v = a.getenv(env)
+			}
+		}
+		if files.Enabled() {
+			r, err := certs.NewReloader(files)
+			if err != nil {
+				return usageError{err}
+			}
+			opts.TLS = r.ClientConfig("")
+		}
+		c, err := client.New(addrs, opts)
 		if err != nil {
 			return err
 		}

@@ -8,9 +8,11 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -20,6 +22,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/limiterd/limiter/certs"
 	"github.com/limiterd/limiter/node"
 	"github.com/limiterd/limiter/server"
 )
@@ -39,7 +42,9 @@ type nodeFlags struct {
 	peerAddrs, clockSkewFile                                                string
 	inflight                                                                int
 	metricsAddr, configFile, envoyConfig                                    string
-	envoyHeaders                                                            bool
+	envoyHeaders, insecure                                                  bool
+	tls                                                                     certs.Files
+	clientAuth                                                              string
 }
 
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -81,6 +86,11 @@ For a local 3-node cluster in one process, run: limiterd dev`,
 	addLogFlags(fl, &f)
 	fl.IntVar(&f.inflight, "inflight-batches", 1, "batch entries of takes in flight at once (group commit)")
 	fl.StringVar(&f.configFile, "config", "", "YAML file with flag values (keys are the flag names) and `limits` to create: [{name, rate, per, burst}]")
+	fl.StringVar(&f.tls.Cert, "tls-cert", "", "serve gRPC over TLS with this certificate (PEM), and run Raft over mutual TLS with it")
+	fl.StringVar(&f.tls.Key, "tls-key", "", "key of --tls-cert (PEM)")
+	fl.StringVar(&f.tls.CA, "tls-ca", "", "the cluster CA (PEM): peers' and clients' certificates must be signed by it")
+	fl.StringVar(&f.clientAuth, "tls-client-auth", "verify-if-given", "gRPC client certificates: none, verify-if-given or require")
+	fl.BoolVar(&f.insecure, "insecure", false, "allow listening on a non-loopback address without TLS (plaintext, unauthenticated)")
 	fl.StringVar(&f.envoyConfig, "envoy-config", "", "serve Envoy's rate limit service (envoy.service.ratelimit.v3) with these envoyproxy/ratelimit YAML files, one domain each: FILE,...")
 	fl.BoolVar(&f.envoyHeaders, "envoy-headers", false, "add X-RateLimit-Limit/Remaining/Reset headers to Envoy rate limit responses")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (and /healthz), e.g. 127.0.0.1:9400; off when empty")
@@ -179,6 +189,31 @@ func runNode(ctx context.Context, f nodeFlags, limits []server.LimitDecl, stdout
 			}
 		}
 	}
+	var reloader *certs.Reloader
+	clientAuth := tls.VerifyClientCertIfGiven
+	if f.tls.Enabled() {
+		if f.tls.Cert == "" || f.tls.CA == "" {
+			return fmt.Errorf("--tls-cert, --tls-key and --tls-ca go together: members verify each other against the CA")
+		}
+		if reloader, err = certs.NewReloader(f.tls); err != nil {
+			return err
+		}
+		switch f.clientAuth {
+		case "none":
+			clientAuth = tls.NoClientCert
+		case "verify-if-given":
+		case "require":
+			clientAuth = tls.RequireAndVerifyClientCert
+		default:
+			return fmt.Errorf("--tls-client-auth %q: want none, verify-if-given or require", f.clientAuth)
+		}
+	} else if !f.insecure {
+		for name, addr := range map[string]string{"--api-addr": f.apiAddr, "--raft-addr": f.raftAddr, "--raft-bind": f.raftBind, "--metrics-addr": f.metricsAddr} {
+			if addr != "" && !loopback(addr) {
+				return fmt.Errorf("%s %s is not a loopback address and TLS is off: give --tls-cert, --tls-key and --tls-ca, or --insecure to serve plaintext anyway", name, addr)
+			}
+		}
+	}
 	var envoy *server.EnvoyConfig
 	if f.envoyConfig != "" {
 		var files []string
@@ -192,7 +227,8 @@ func runNode(ctx context.Context, f nodeFlags, limits []server.LimitDecl, stdout
 		}
 	}
 	in, err := server.StartInstance(server.InstanceConfig{Node: cfg, APIListen: f.apiAddr, Join: join, Logger: log,
-		MetricsAddr: f.metricsAddr, Limits: limits, Envoy: envoy, EnvoyHeaders: f.envoyHeaders})
+		MetricsAddr: f.metricsAddr, Limits: limits, Envoy: envoy, EnvoyHeaders: f.envoyHeaders,
+		TLS: reloader, ClientAuth: clientAuth})
 	if err != nil {
 		return err
 	}
@@ -207,4 +243,17 @@ func runNode(ctx context.Context, f nodeFlags, limits []server.LimitDecl, stdout
 		log.Warn("stopping without a leadership transfer", "err", err)
 	}
 	return in.Stop(5 * time.Second)
+}
+
+// loopback reports whether addr (host:port) can only be reached from this machine.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -127,3 +127,17 @@ func TestConfig_BadFileNamesTheField(t *testing.T) {
 		})
 	}
 }
+
+func TestRun_RefusesANonLoopbackAddressWithoutTLSUnlessInsecure(t *testing.T) {
+	cmd := newRootCmd(&bytes.Buffer{}, &bytes.Buffer{})
+	cmd.SetArgs([]string{"--id", "n1", "--raft-addr", "127.0.0.1:0", "--api-addr", "0.0.0.0:0", "--data-dir", t.TempDir(), "--bootstrap", "n1=127.0.0.1:0"})
+	err := cmd.Execute()
+	if err == nil || !strings.Contains(err.Error(), "--insecure") || !strings.Contains(err.Error(), "--api-addr") {
+		t.Fatalf("got %v, want a refusal naming --api-addr and --insecure", err)
+	}
+	cmd = newRootCmd(&bytes.Buffer{}, &bytes.Buffer{})
+	cmd.SetArgs([]string{"--id", "n1", "--raft-addr", "127.0.0.1:7000", "--data-dir", t.TempDir(), "--tls-cert", "x.pem"})
+	if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), "go together") {
+		t.Fatalf("got %v, want the TLS flags to be required together", err)
+	}
+}

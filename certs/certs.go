@@ -1,0 +1,154 @@
+// Package certs loads TLS material from files and reloads it when the files change, so
+// certificates can be rotated without a restart. The same files serve both sides of mutual TLS:
+// a member presents its certificate to clients and peers, and verifies theirs against the CA.
+package certs
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+)
+
+// Files names the PEM files: this process's certificate and key, and the CA that signed every
+// certificate of the cluster (peers' and, for mutual TLS, clients').
+type Files struct {
+	Cert string
+	Key  string
+	CA   string
+}
+
+// Enabled reports whether any file is set.
+func (f Files) Enabled() bool { return f.Cert != "" || f.Key != "" || f.CA != "" }
+
+// Validate checks that the files that go together are all given.
+func (f Files) Validate() error {
+	if (f.Cert == "") != (f.Key == "") {
+		return errors.New("tls: a certificate and its key go together (give both)")
+	}
+	return nil
+}
+
+// Reloader holds the current certificate and CA pool, re-reading the files at most once per
+// checkEvery when their modification times change. A failed reload keeps the previous material
+// (and reports the error through Err), so a half-written rotation never takes a node down.
+type Reloader struct {
+	files      Files
+	checkEvery time.Duration
+
+	mu      sync.Mutex
+	cert    *tls.Certificate
+	pool    *x509.CertPool
+	mtimes  [3]time.Time
+	checked time.Time
+	err     error
+}
+
+// NewReloader loads the files once; it fails if they cannot be read or parsed.
+func NewReloader(f Files) (*Reloader, error) {
+	if err := f.Validate(); err != nil {
+		return nil, err
+	}
+	r := &Reloader{files: f, checkEvery: time.Second}
+	if err := r.load(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func mtime(path string) time.Time {
+	if path == "" {
+		return time.Time{}
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return time.Time{}
+	}
+	return fi.ModTime()
+}
+
+func (r *Reloader) load() error {
+	var cert *tls.Certificate
+	if r.files.Cert != "" {
+		c, err := tls.LoadX509KeyPair(r.files.Cert, r.files.Key)
+		if err != nil {
+			return fmt.Errorf("tls: load certificate %s and key %s: %w", r.files.Cert, r.files.Key, err)
+		}
+		cert = &c
+	}
+	var pool *x509.CertPool
+	if r.files.CA != "" {
+		pem, err := os.ReadFile(r.files.CA)
+		if err != nil {
+			return fmt.Errorf("tls: read CA %s: %w", r.files.CA, err)
+		}
+		pool = x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("tls: CA %s holds no PEM certificate", r.files.CA)
+		}
+	}
+	r.cert, r.pool = cert, pool
+	r.mtimes = [3]time.Time{mtime(r.files.Cert), mtime(r.files.Key), mtime(r.files.CA)}
+	return nil
+}
+
+// current returns the material, reloading it first if a file changed.
+func (r *Reloader) current() (*tls.Certificate, *x509.CertPool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if now := time.Now(); now.Sub(r.checked) >= r.checkEvery {
+		r.checked = now
+		if m := [3]time.Time{mtime(r.files.Cert), mtime(r.files.Key), mtime(r.files.CA)}; m != r.mtimes {
+			r.err = r.load() // on error the previous material stays
+		}
+	}
+	return r.cert, r.pool
+}
+
+// Err is the error of the last reload attempt (nil when it succeeded).
+func (r *Reloader) Err() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.err
+}
+
+// ServerConfig is a TLS server configuration that presents the current certificate. With
+// clientAuth it verifies client certificates against the current CA.
+func (r *Reloader) ServerConfig(clientAuth tls.ClientAuthType) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			cert, pool := r.current()
+			if cert == nil {
+				return nil, errors.New("tls: no server certificate configured")
+			}
+			return &tls.Config{
+				MinVersion:   tls.VersionTLS12,
+				Certificates: []tls.Certificate{*cert},
+				ClientCAs:    pool,
+				ClientAuth:   clientAuth,
+			}, nil
+		},
+	}
+}
+
+// ClientConfig is a TLS client configuration that verifies servers against the current CA (the
+// system roots when none is set) and presents the current certificate when one is set.
+func (r *Reloader) ClientConfig(serverName string) *tls.Config {
+	_, pool := r.current()
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		ServerName: serverName,
+		RootCAs:    pool,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			cert, _ := r.current()
+			if cert == nil {
+				return &tls.Certificate{}, nil // no certificate: the server decides
+			}
+			return cert, nil
+		},
+	}
+}
