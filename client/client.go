@@ -46,6 +46,10 @@ type Options struct {
 	DialOptions []grpc.DialOption
 	// TLS, if set (and DialOptions is not), connects over TLS with this configuration.
 	TLS *tls.Config
+	// Token, if set (and DialOptions is not), is sent as a bearer token with every call (the
+	// admin token). It is refused over plaintext unless AllowPlaintextToken is set.
+	Token               string
+	AllowPlaintextToken bool
 	// AddressMap translates the leader addresses that nodes name in their hints into the
 	// addresses this client should dial (for clients behind NAT or a proxy per node).
 	AddressMap map[string]string
@@ -85,6 +89,10 @@ func New(addrs []string, opts Options) (*Client, error) {
 			creds = credentials.NewTLS(opts.TLS)
 		}
 		opts.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+		if opts.Token != "" {
+			tok := []byte(opts.Token)
+			opts.DialOptions = append(opts.DialOptions, grpc.WithPerRPCCredentials(bearer{tok, opts.TLS != nil || !opts.AllowPlaintextToken}))
+		}
 	}
 	return &Client{addrs: clean, opts: opts, conns: map[string]*grpc.ClientConn{}}, nil
 }
@@ -326,3 +334,15 @@ func ResolveAddrs(flag string, flagSet bool, env, envName string) ([]string, err
 	}
 	return addrs, nil
 }
+
+// bearer sends the admin token with every call.
+type bearer struct {
+	token  []byte
+	secure bool
+}
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b.token)}, nil
+}
+
+func (b bearer) RequireTransportSecurity() bool { return b.secure }

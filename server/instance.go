@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/limiterd/limiter/certs"
 
@@ -50,6 +51,8 @@ type InstanceConfig struct {
 	// otherwise); ClientAuth says whether gRPC clients must present a certificate.
 	TLS        *certs.Reloader
 	ClientAuth tls.ClientAuthType
+	// Auth, if enabled, guards the admin plane (see Auth).
+	Auth *Auth
 }
 
 // StartInstance listens on the API address, starts the Raft node and serves gRPC.
@@ -76,12 +79,24 @@ func StartInstance(cfg InstanceConfig) (*Instance, error) {
 		return nil, err
 	}
 	m := NewMetrics(n)
-	opts := append([]grpc.ServerOption{grpc.MaxRecvMsgSize(4 << 20), grpc.ChainUnaryInterceptor(m.Interceptor())}, cfg.GRPCOptions...)
+	unary := []grpc.UnaryServerInterceptor{m.Interceptor()}
+	var stream []grpc.StreamServerInterceptor
+	if cfg.Auth.Enabled() {
+		unary, stream = append(unary, cfg.Auth.UnaryInterceptor()), append(stream, cfg.Auth.StreamInterceptor())
+	}
+	opts := append([]grpc.ServerOption{grpc.MaxRecvMsgSize(4 << 20), grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...)}, cfg.GRPCOptions...)
 	sopts := Options{Join: cfg.Join, Limits: cfg.Limits, Envoy: cfg.Envoy, EnvoyHeaders: cfg.EnvoyHeaders, Logger: cfg.Logger}
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS.ServerConfig(cfg.ClientAuth))))
 		// Members reach each other's gRPC port (forwarding, joining) with their own certificate.
 		sopts.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg.TLS.ClientConfig("")))}
+	}
+	if cfg.Auth != nil && cfg.Auth.TokenFile != "" {
+		// Members calling each other (joining, registering) present the admin token too.
+		if sopts.DialOptions == nil {
+			sopts.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+		}
+		sopts.DialOptions = append(sopts.DialOptions, grpc.WithPerRPCCredentials(BearerToken{Get: cfg.Auth.Token, Secure: cfg.TLS != nil}))
 	}
 	g := grpc.NewServer(opts...)
 	s := New(n, sopts)

@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/limiterd/limiter/api/limiterpb"
 	"github.com/limiterd/limiter/node"
@@ -35,7 +37,7 @@ func NewMetrics(n *node.Node) *Metrics {
 		reg: reg,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "limiterd_requests_total",
-			Help: "gRPC requests by method and result (allowed, denied, ok, error).",
+			Help: "gRPC requests by method and result (allowed, denied, ok, error, unauthorized).",
 		}, []string{"method", "result"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "limiterd_request_duration_seconds",
@@ -90,6 +92,9 @@ func (m *Metrics) Interceptor() grpc.UnaryServerInterceptor {
 		}
 		if err != nil {
 			result = "error"
+			if c := status.Code(err); c == codes.Unauthenticated || c == codes.PermissionDenied {
+				result = "unauthorized" // refused by admin authorization
+			}
 		}
 		m.requests.WithLabelValues(method, result).Inc()
 		m.latency.WithLabelValues(method).Observe(time.Since(start).Seconds())

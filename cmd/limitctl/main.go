@@ -42,6 +42,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"regexp"
@@ -214,10 +215,11 @@ type app struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
 
-	addrFlag string
-	timeout  time.Duration
-	output   string
-	tls      certs.Files // --ca, --cert, --key
+	addrFlag  string
+	timeout   time.Duration
+	output    string
+	tls       certs.Files // --ca, --cert, --key
+	tokenFile string
 }
 
 // newRootCmd builds the limitctl command tree, writing results to stdout and cobra's own
@@ -257,6 +259,7 @@ unavailable nodes are retried until --timeout.
 	pf.StringVar(&a.tls.CA, "ca", "", "connect over TLS, trusting this CA (PEM); env LIMITCTL_CA")
 	pf.StringVar(&a.tls.Cert, "cert", "", "client certificate (PEM) for mutual TLS; env LIMITCTL_CERT")
 	pf.StringVar(&a.tls.Key, "key", "", "key of --cert (PEM); env LIMITCTL_KEY")
+	pf.StringVar(&a.tokenFile, "token-file", "", "send this file's admin token with admin calls; env LIMITCTL_TOKEN_FILE")
 
 	root.AddCommand(a.limitCmd(), a.takeCmd(), a.peekCmd(), a.memberCmd(), a.leaderCmd(), a.statusCmd(), a.healthCmd(), a.snapshotCmd())
 	return root
@@ -313,6 +316,18 @@ func (a *app) run(fn action) func(*cobra.Command, []string) error {
 			}
 			opts.TLS = r.ClientConfig("")
 		}
+		tokenFile := a.tokenFile
+		if tokenFile == "" {
+			tokenFile = a.getenv("LIMITCTL_TOKEN_FILE")
+		}
+		if tokenFile != "" {
+			b, err := os.ReadFile(tokenFile)
+			if err != nil {
+				return usageError{fmt.Errorf("--token-file: %w", err)}
+			}
+			opts.Token = strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0])
+			opts.AllowPlaintextToken = allLoopback(addrs) // a token never crosses a network in the clear
+		}
 		c, err := client.New(addrs, opts)
 		if err != nil {
 			return err
@@ -359,4 +374,18 @@ func rangeArgs(required int, names ...string) cobra.PositionalArgs {
 		}
 		return nil
 	}
+}
+
+// allLoopback reports whether every address is on this machine.
+func allLoopback(addrs []string) bool {
+	for _, a := range addrs {
+		host, _, err := net.SplitHostPort(a)
+		if err != nil {
+			return false
+		}
+		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return false
+		}
+	}
+	return true
 }

@@ -44,7 +44,7 @@ type nodeFlags struct {
 	metricsAddr, configFile, envoyConfig                                    string
 	envoyHeaders, insecure                                                  bool
 	tls                                                                     certs.Files
-	clientAuth                                                              string
+	clientAuth, adminTokenFile, adminIDs, nodeIDs                           string
 }
 
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -90,6 +90,9 @@ For a local 3-node cluster in one process, run: limiterd dev`,
 	fl.StringVar(&f.tls.Key, "tls-key", "", "key of --tls-cert (PEM)")
 	fl.StringVar(&f.tls.CA, "tls-ca", "", "the cluster CA (PEM): peers' and clients' certificates must be signed by it")
 	fl.StringVar(&f.clientAuth, "tls-client-auth", "verify-if-given", "gRPC client certificates: none, verify-if-given or require")
+	fl.StringVar(&f.adminTokenFile, "admin-token-file", "", "admin calls (limits, membership, leadership, snapshots) may present this file's token as \"authorization: Bearer TOKEN\"")
+	fl.StringVar(&f.adminIDs, "admin-identities", "admin", "with TLS: client-certificate names (CN or DNS) allowed to make admin calls, comma-separated")
+	fl.StringVar(&f.nodeIDs, "node-identities", "limiterd-node", "with TLS: certificate names of the members (they call each other's admin plane), comma-separated")
 	fl.BoolVar(&f.insecure, "insecure", false, "allow listening on a non-loopback address without TLS (plaintext, unauthenticated)")
 	fl.StringVar(&f.envoyConfig, "envoy-config", "", "serve Envoy's rate limit service (envoy.service.ratelimit.v3) with these envoyproxy/ratelimit YAML files, one domain each: FILE,...")
 	fl.BoolVar(&f.envoyHeaders, "envoy-headers", false, "add X-RateLimit-Limit/Remaining/Reset headers to Envoy rate limit responses")
@@ -214,6 +217,15 @@ func runNode(ctx context.Context, f nodeFlags, limits []server.LimitDecl, stdout
 			}
 		}
 	}
+	auth := &server.Auth{TokenFile: f.adminTokenFile}
+	if reloader != nil {
+		auth.Admins, auth.Nodes = splitList(f.adminIDs), splitList(f.nodeIDs)
+	}
+	if auth.TokenFile != "" {
+		if _, err := auth.Token(); err != nil {
+			return err
+		}
+	}
 	var envoy *server.EnvoyConfig
 	if f.envoyConfig != "" {
 		var files []string
@@ -228,7 +240,7 @@ func runNode(ctx context.Context, f nodeFlags, limits []server.LimitDecl, stdout
 	}
 	in, err := server.StartInstance(server.InstanceConfig{Node: cfg, APIListen: f.apiAddr, Join: join, Logger: log,
 		MetricsAddr: f.metricsAddr, Limits: limits, Envoy: envoy, EnvoyHeaders: f.envoyHeaders,
-		TLS: reloader, ClientAuth: clientAuth})
+		TLS: reloader, ClientAuth: clientAuth, Auth: auth})
 	if err != nil {
 		return err
 	}
@@ -256,4 +268,14 @@ func loopback(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }
