@@ -477,3 +477,15 @@ func TestApply_CorruptEntryHalts(t *testing.T) {
 		})
 	}
 }
+
+func TestApply_LimitCountIsBounded(t *testing.T) {
+	f := newFSM(t, func(c *fsm.Config) { c.MaxLimits = 2 })
+	mustSetLimit(t, f, t0, "a", 1, time.Second, 0)
+	mustSetLimit(t, f, t0, "b", 1, time.Second, 0)
+	resp := apply(t, f, fsm.Command{Kind: fsm.KindSetLimit, Stamp: t0, Limit: fsm.LimitSpec{Name: "c", Rate: 1, Period: time.Second}})
+	if !errors.Is(resp.Err, fsm.ErrTooManyLimits) {
+		t.Fatalf("third limit: %v, want ErrTooManyLimits", resp.Err)
+	}
+	// Changing an existing limit is still fine.
+	mustSetLimit(t, f, t0, "a", 2, time.Second, 0)
+}

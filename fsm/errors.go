@@ -22,6 +22,8 @@ var (
 	ErrHalted = errors.New("state machine halted")
 	// ErrCorruptSnapshot: a snapshot cannot be decoded or fails its checksum.
 	ErrCorruptSnapshot = errors.New("corrupt snapshot")
+	// ErrTooManyLimits: creating a limit would exceed Config.MaxLimits.
+	ErrTooManyLimits = errors.New("too many limits")
 )
 
 // errCode is how a recorded error is stored in the exactly-once table and in snapshots.

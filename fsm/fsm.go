@@ -28,6 +28,8 @@ type Config struct {
 	DedupMax int
 	// SweepInterval is how long, in log time, a full pass of idle-bucket eviction takes.
 	SweepInterval time.Duration
+	// MaxLimits bounds the number of limits; creating one more is refused (ErrTooManyLimits).
+	MaxLimits int
 }
 
 // DefaultConfig returns the parameters every cluster should use.
@@ -37,6 +39,7 @@ func DefaultConfig() Config {
 		DedupWindow:   2 * time.Minute,
 		DedupMax:      2_000_000,
 		SweepInterval: 10 * time.Second,
+		MaxLimits:     10_000,
 	}
 }
 
@@ -51,6 +54,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("fsm config: DedupMax %d must be positive", c.DedupMax)
 	case c.SweepInterval <= 0:
 		return fmt.Errorf("fsm config: SweepInterval %v must be positive", c.SweepInterval)
+	case c.MaxLimits <= 0:
+		return fmt.Errorf("fsm config: MaxLimits %d must be positive", c.MaxLimits)
 	}
 	return nil
 }
@@ -268,6 +273,9 @@ func (f *FSM) setLimit(spec LimitSpec) (*LimitInfo, error) {
 		return nil, fmt.Errorf("limit %q: %w", spec.Name, err)
 	}
 	ls, ok := f.limits[spec.Name]
+	if !ok && len(f.limits) >= f.cfg.MaxLimits {
+		return nil, fmt.Errorf("%w: %d limits exist; delete one first", ErrTooManyLimits, len(f.limits))
+	}
 	// Buckets here see only the log clock, which never moves backward, so they need no skew
 	// tolerance; with none, eviction drops a bucket as soon as it is full, on every replica alike.
 	if !ok {

@@ -18,6 +18,12 @@ import (
 	"github.com/limiterd/limiter/node"
 )
 
+// Resource bounds of the gRPC server.
+const (
+	MaxMessageBytes           = 4 << 20
+	MaxConcurrentCallsPerConn = 1024
+)
+
 // Instance is one running limiterd member: a Raft node and the gRPC server in front of it.
 // cmd/limiterd and the cluster tests start members this way.
 type Instance struct {
@@ -84,7 +90,10 @@ func StartInstance(cfg InstanceConfig) (*Instance, error) {
 	if cfg.Auth.Enabled() {
 		unary, stream = append(unary, cfg.Auth.UnaryInterceptor()), append(stream, cfg.Auth.StreamInterceptor())
 	}
-	opts := append([]grpc.ServerOption{grpc.MaxRecvMsgSize(4 << 20), grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...)}, cfg.GRPCOptions...)
+	// Resource bounds: 4 MiB per message (a TakeMany of 1,000 items fits easily) and 1,024
+	// concurrent calls per connection; more are queued by HTTP/2 flow control, not failed.
+	opts := append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageBytes), grpc.MaxConcurrentStreams(MaxConcurrentCallsPerConn),
+		grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...)}, cfg.GRPCOptions...)
 	sopts := Options{Join: cfg.Join, Limits: cfg.Limits, Envoy: cfg.Envoy, EnvoyHeaders: cfg.EnvoyHeaders, Logger: cfg.Logger}
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS.ServerConfig(cfg.ClientAuth))))

@@ -84,3 +84,28 @@ func TestTLS_ClusterOverTLSWithMutualTLSBetweenMembers(t *testing.T) {
 		t.Fatalf("a peer with a certificate from another CA reached Raft: %v", err)
 	}
 }
+
+func TestTLS_DataPlaneCanRequireClientCertificates(t *testing.T) {
+	pki := mustPKI(t)
+	node := mustReloader(t, pki, "node")
+	c := mustStartClusterWith(t, 3, func(ic *server.InstanceConfig) { ic.TLS, ic.ClientAuth = node, tls.RequireAndVerifyClientCert })
+	noCert := node.ClientConfig("")
+	noCert.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &tls.Certificate{}, nil }
+	anon, err := client.New([]string{c.members[0].apiAddr}, client.Options{RetryFor: time.Second, AttemptTimeout: 500 * time.Millisecond, TLS: noCert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer anon.Close()
+	if _, _, err := anon.Peek(ctxT(t, 10*time.Second), "x", "k", 1, false); err == nil {
+		t.Fatalf("a client without a certificate was served")
+	}
+	withCert, err := client.New(c.apiAddrs(), client.Options{RetryFor: 20 * time.Second, TLS: mustReloader(t, pki, "client").ClientConfig("")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer withCert.Close()
+	mustSetLimit(t, withCert, "m", 1, time.Hour, 0) // no admin auth configured here: the certificate suffices
+	if r := mustTake(t, withCert, "m", "k", 1, ""); !r.Allowed {
+		t.Fatalf("take with a client certificate: %+v", r.Decision)
+	}
+}

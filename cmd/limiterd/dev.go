@@ -83,7 +83,8 @@ func runDev(ctx context.Context, f nodeFlags, dataDir string, stdout, stderr io.
 		}
 		ins = append(ins, in)
 	}
-	fmt.Fprintln(stdout, "limiterd dev: a 3-node cluster on 127.0.0.1 (plaintext, for development only)")
+	log.Warn("limiterd dev: PLAINTEXT and UNAUTHENTICATED on 127.0.0.1, for development on this machine only")
+	fmt.Fprintln(stdout, "limiterd dev: a 3-node cluster on 127.0.0.1 (PLAINTEXT, no authentication: for development only)")
 	for i, in := range ins {
 		fmt.Fprintf(stdout, "  %s  gRPC %s  Raft %s  metrics http://127.0.0.1:%d/metrics\n", in.Node.ID(), in.APIAddr(), in.Node.RaftAddr(), devMetricsBase+i)
 	}
