@@ -16,6 +16,7 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/limiterd/limiter/api/limiterpb"
 	"github.com/limiterd/limiter/client"
 	"github.com/limiterd/limiter/node"
 	"github.com/limiterd/limiter/server"
@@ -228,5 +229,19 @@ func TestOps_ReflectionListsTheServices(t *testing.T) {
 		if !got[want] {
 			t.Errorf("reflection does not list %s (got %v)", want, got)
 		}
+	}
+}
+
+func TestOps_OversizedMessageIsRefusedClearly(t *testing.T) {
+	c := mustStartCluster(t, 1)
+	conn, err := grpc.NewClient(c.members[0].apiAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	big := strings.Repeat("k", server.MaxMessageBytes+1)
+	_, err = limiterpb.NewRateLimiterClient(conn).Take(ctxT(t, 10*time.Second), &limiterpb.TakeRequest{Limit: "l", Key: big})
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(status.Convert(err).Message(), "larger than max") {
+		t.Fatalf("a %d-byte request: %v, want ResourceExhausted naming the size limit", len(big), err)
 	}
 }
