@@ -68,8 +68,10 @@ func record(err error) *recordedError {
 		return re
 	}
 	code := codeOther
-	for c, s := range codeSentinels {
-		if errors.Is(err, s) {
+	// In code order, not map order: the code is replicated state (it is recorded and snapshotted),
+	// so an error matching two sentinels must get the same code on every replica.
+	for c := codeNone + 1; c < codeOther; c++ {
+		if errors.Is(err, codeSentinels[c]) {
 			code = c
 			break
 		}
