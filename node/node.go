@@ -138,7 +138,13 @@ func Start(cfg Config) (*Node, error) {
 	}
 	tc := &raft.NetworkTransportConfig{Stream: stream, MaxPool: 3, Timeout: 10 * time.Second, Logger: hl}
 	if len(cfg.PeerAddrs) > 0 {
-		tc.ServerAddressProvider = peerAddrs(cfg.PeerAddrs)
+		// raft also asks for this node's own ID (EncodePeer on every heartbeat): answer it with the
+		// advertised address so that is not a warning per heartbeat.
+		addrs := peerAddrs{cfg.ID: cfg.RaftAddr}
+		for id, a := range cfg.PeerAddrs {
+			addrs[id] = a
+		}
+		tc.ServerAddressProvider = addrs
 	}
 	n.trans = raft.NewNetworkTransportWithConfig(tc)
 

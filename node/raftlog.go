@@ -45,6 +45,11 @@ func (r *raftLogger) enabled(level hclog.Level) bool {
 }
 
 func (r *raftLogger) Log(level hclog.Level, msg string, args ...interface{}) {
+	if level == hclog.Warn && msg == fallbackAddrMsg {
+		// With --raft-peer-addrs, a member without an override is dialed at its configured address
+		// by design; raft warns about it on every message, which would drown every other line.
+		level = hclog.Debug
+	}
 	if !r.enabled(level) {
 		return
 	}
@@ -54,6 +59,10 @@ func (r *raftLogger) Log(level hclog.Level, msg string, args ...interface{}) {
 	}
 	r.l.Log(context.Background(), toSlog(level), msg, all...)
 }
+
+// fallbackAddrMsg is what raft's NetworkTransport logs when the ServerAddressProvider has no
+// override for a server and it dials the configured address instead.
+const fallbackAddrMsg = "unable to get address for server, using fallback address"
 
 // plain renders the values hashicorp/raft logs (hclog.Format, Stringers, errors) as text, so a
 // JSON handler does not print them as empty objects.

@@ -37,3 +37,26 @@ func TestRaftLogger_StructuredWithNodeIDAndLevels(t *testing.T) {
 		t.Errorf("standard-logger line without the node ID: %s", lines[1])
 	}
 }
+
+func TestRaftLogger_FallbackAddressIsDebugNotWarn(t *testing.T) {
+	var buf bytes.Buffer
+	base := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	newRaftLogger(base, hclog.Warn).Warn(fallbackAddrMsg, "id", "n3")
+	if buf.Len() != 0 {
+		t.Fatalf("fallback-address warning logged at warn level: %s", buf.String())
+	}
+	newRaftLogger(base, hclog.Debug).Warn(fallbackAddrMsg, "id", "n3")
+	if !strings.Contains(buf.String(), "level=DEBUG") {
+		t.Fatalf("fallback-address message not kept at debug level: %q", buf.String())
+	}
+}
+
+func TestPeerAddrs_AnswersForItself(t *testing.T) {
+	p := peerAddrs{"n1": "127.0.0.1:7000", "n2": "127.0.0.1:9002"}
+	if a, err := p.ServerAddr("n1"); err != nil || a != "127.0.0.1:7000" {
+		t.Fatalf("ServerAddr(n1) = %q, %v", a, err)
+	}
+	if _, err := p.ServerAddr("n9"); err == nil {
+		t.Fatal("ServerAddr of an unknown member: want an error so raft falls back to the configured address")
+	}
+}

@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -34,23 +37,46 @@ type cluster struct {
 	tweak   func(*server.InstanceConfig) // applied to every member's config before it starts
 }
 
-// freeAddrs reserves n distinct loopback ports (listen on :0, then release).
+// freeAddrs reserves n distinct loopback ports for servers that are told their address in advance
+// (and keep it across restarts). The ports are picked below the kernel's ephemeral range: a port
+// handed out by listen(":0") and released could otherwise be taken meanwhile by any outgoing
+// connection's local port or another ":0" listener (a fault link, say), and the node would fail
+// to start, or to restart after a kill, with "address already in use".
 func freeAddrs(t *testing.T, n int) []string {
 	t.Helper()
+	lo, hi := 10000, ephemeralLow()
 	var out []string
 	var lns []net.Listener
-	for i := 0; i < n; i++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	for tries := 0; len(out) < n; tries++ {
+		if tries > 100*n {
+			t.Fatalf("reserve port: no free port in [%d, %d) after %d tries", lo, hi, tries)
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", lo+rand.IntN(hi-lo)))
 		if err != nil {
-			t.Fatalf("reserve port: %v", err)
+			continue // in use: pick another
 		}
 		lns = append(lns, ln)
 		out = append(out, ln.Addr().String())
 	}
-	for _, ln := range lns {
-		ln.Close()
-	}
 	return out
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (32768 when it cannot be read).
+func ephemeralLow() int {
+	lo := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil && v > 11000 {
+				lo = v
+			}
+		}
+	}
+	return lo
 }
 
 func testLogger() *slog.Logger {
