@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"google.golang.org/grpc"
@@ -48,6 +49,9 @@ type InstanceConfig struct {
 	GRPCOptions []grpc.ServerOption
 	// MetricsAddr, if set, serves Prometheus metrics over HTTP at /metrics (and /healthz).
 	MetricsAddr string
+	// Pprof also serves Go's profiler at /debug/pprof/ on MetricsAddr. Profiles show what the
+	// process is doing (and cost CPU while they run), so it is off unless asked for.
+	Pprof bool
 	// Limits are created by the leader when they do not exist yet.
 	Limits []LimitDecl
 	// Envoy and EnvoyHeaders configure the Envoy rate limit service (see Options).
@@ -124,6 +128,13 @@ func StartInstance(cfg InstanceConfig) (*Instance, error) {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", m.Handler())
+		if cfg.Pprof {
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		}
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 			if s.serving() {
 				fmt.Fprintln(w, "ok")

@@ -98,6 +98,11 @@ func TestOps_HealthReflectsWhetherTheNodeCanServe(t *testing.T) {
 			t.Fatalf("%s /healthz: %v %v", m.id, resp, err)
 		}
 		resp.Body.Close()
+		resp, err = http.Get("http://" + m.metrics + "/debug/pprof/")
+		if err != nil || resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("%s /debug/pprof/ without Pprof: %v %v, want 404", m.id, resp, err)
+		}
+		resp.Body.Close()
 	}
 	// Alone, a member cannot serve: once it no longer knows a leader it says so.
 	last := len(c.members) - 1
@@ -243,5 +248,18 @@ func TestOps_OversizedMessageIsRefusedClearly(t *testing.T) {
 	_, err = limiterpb.NewRateLimiterClient(conn).Take(ctxT(t, 10*time.Second), &limiterpb.TakeRequest{Limit: "l", Key: big})
 	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(status.Convert(err).Message(), "larger than max") {
 		t.Fatalf("a %d-byte request: %v, want ResourceExhausted naming the size limit", len(big), err)
+	}
+}
+
+func TestOps_PprofServedOnlyWhenAskedFor(t *testing.T) {
+	c := mustStartClusterWith(t, 1, func(ic *server.InstanceConfig) { ic.Pprof = true })
+	resp, err := http.Get("http://" + c.members[0].metrics + "/debug/pprof/heap?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "heap profile") {
+		t.Fatalf("/debug/pprof/heap with Pprof: %d %.200s", resp.StatusCode, body)
 	}
 }

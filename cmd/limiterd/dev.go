@@ -41,6 +41,7 @@ a later run picks up the same state. Plaintext and loopback only: never expose i
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "keep the cluster's data here (default: a temporary folder removed on exit)")
 	cmd.Flags().IntVar(&f.inflight, "inflight-batches", 1, "batch entries of takes in flight at once (group commit)")
+	cmd.Flags().BoolVar(&f.pprof, "pprof", false, fmt.Sprintf("serve Go's profiler at http://127.0.0.1:%d/debug/pprof/ (the whole process: all three members)", devMetricsBase))
 	addLogFlags(cmd.Flags(), &f)
 	return cmd
 }
@@ -77,7 +78,7 @@ func runDev(ctx context.Context, f nodeFlags, dataDir string, stdout, stderr io.
 		cfg.RaftLogLevel = f.raftLogLevel
 		cfg.MaxInflightBatches = f.inflight
 		in, err := server.StartInstance(server.InstanceConfig{Node: cfg, APIListen: fmt.Sprintf("127.0.0.1:%d", devAPIBase+i),
-			MetricsAddr: fmt.Sprintf("127.0.0.1:%d", devMetricsBase+i), Logger: log})
+			MetricsAddr: fmt.Sprintf("127.0.0.1:%d", devMetricsBase+i), Pprof: f.pprof && i == 0, Logger: log})
 		if err != nil {
 			return fmt.Errorf("start %s: %w", p.ID, err)
 		}

@@ -42,7 +42,7 @@ type nodeFlags struct {
 	peerAddrs, clockSkewFile                                                string
 	inflight                                                                int
 	metricsAddr, configFile, envoyConfig                                    string
-	envoyHeaders, insecure                                                  bool
+	envoyHeaders, insecure, pprof                                           bool
 	tls                                                                     certs.Files
 	clientAuth, adminTokenFile, adminIDs, nodeIDs                           string
 }
@@ -96,6 +96,7 @@ For a local 3-node cluster in one process, run: limiterd dev`,
 	fl.BoolVar(&f.insecure, "insecure", false, "allow listening on a non-loopback address without TLS (plaintext, unauthenticated)")
 	fl.StringVar(&f.envoyConfig, "envoy-config", "", "serve Envoy's rate limit service (envoy.service.ratelimit.v3) with these envoyproxy/ratelimit YAML files, one domain each: FILE,...")
 	fl.BoolVar(&f.envoyHeaders, "envoy-headers", false, "add X-RateLimit-Limit/Remaining/Reset headers to Envoy rate limit responses")
+	fl.BoolVar(&f.pprof, "pprof", false, "also serve Go's profiler at http://METRICS-ADDR/debug/pprof/ (needs --metrics-addr)")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (and /healthz), e.g. 127.0.0.1:9400; off when empty")
 	fl.DurationVar(&f.heartbeat, "heartbeat-timeout", time.Second, "Raft heartbeat and election timeout")
 	fl.StringVar(&f.peerAddrs, "raft-peer-addrs", "", "dial these addresses for these peers instead of their advertised Raft addresses: id=host:port,... (NAT, or a proxy per link)")
@@ -239,7 +240,7 @@ func runNode(ctx context.Context, f nodeFlags, limits []server.LimitDecl, stdout
 		}
 	}
 	in, err := server.StartInstance(server.InstanceConfig{Node: cfg, APIListen: f.apiAddr, Join: join, Logger: log,
-		MetricsAddr: f.metricsAddr, Limits: limits, Envoy: envoy, EnvoyHeaders: f.envoyHeaders,
+		MetricsAddr: f.metricsAddr, Pprof: f.pprof, Limits: limits, Envoy: envoy, EnvoyHeaders: f.envoyHeaders,
 		TLS: reloader, ClientAuth: clientAuth, Auth: auth})
 	if err != nil {
 		return err
