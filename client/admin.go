@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/limiterd/limiter/api/limiterpb"
 )
@@ -21,6 +23,25 @@ func admin[T any](ctx context.Context, c *Client, fn func(ctx context.Context, a
 		return err
 	})
 	return out, err
+}
+
+// adminRemove runs a call that removes something, with retries. A retry after an attempt whose
+// outcome is unknown (a lost reply, a timeout) may find the thing already gone: that NotFound
+// means the earlier attempt did the work, so it is reported as success.
+func adminRemove[T any](ctx context.Context, c *Client, fn func(ctx context.Context, a limiterpb.AdminClient, o ...grpc.CallOption) (T, error)) (T, error) {
+	uncertain := false
+	return admin(ctx, c, func(ctx context.Context, a limiterpb.AdminClient, o ...grpc.CallOption) (T, error) {
+		out, err := fn(ctx, a, o...)
+		switch status.Code(err) {
+		case codes.NotFound:
+			if uncertain {
+				return out, nil
+			}
+		case codes.Unavailable, codes.DeadlineExceeded:
+			uncertain = true
+		}
+		return out, err
+	})
 }
 
 // SetLimit creates the named limit or changes it live (burst 0 means burst = rate).
@@ -47,10 +68,10 @@ func (c *Client) ListLimits(ctx context.Context) ([]*limiterpb.LimitInfo, error)
 	return resp.GetLimits(), err
 }
 
-// DeleteLimit deletes the named limit and its buckets. A retry after a lost reply may answer
-// NotFound, since the first attempt already deleted it.
+// DeleteLimit deletes the named limit and its buckets. NotFound means it did not exist; a retry
+// that finds it gone after an attempt with an unknown outcome counts as success.
 func (c *Client) DeleteLimit(ctx context.Context, name string) error {
-	_, err := admin(ctx, c, func(ctx context.Context, a limiterpb.AdminClient, o ...grpc.CallOption) (*limiterpb.DeleteLimitResponse, error) {
+	_, err := adminRemove(ctx, c, func(ctx context.Context, a limiterpb.AdminClient, o ...grpc.CallOption) (*limiterpb.DeleteLimitResponse, error) {
 		return a.DeleteLimit(ctx, &limiterpb.DeleteLimitRequest{Name: name}, o...)
 	})
 	return err
@@ -72,19 +93,25 @@ func (c *Client) AddVoter(ctx context.Context, id, raftAddr, apiAddr string) err
 	return err
 }
 
-// RemoveServer removes a member (transferring leadership first if it is the leader).
+// RemoveServer removes a member (transferring leadership first if it is the leader). As with
+// DeleteLimit, a retry that finds the member gone after an unknown outcome counts as success.
 func (c *Client) RemoveServer(ctx context.Context, id string) error {
-	_, err := admin(ctx, c, func(ctx context.Context, a limiterpb.AdminClient, o ...grpc.CallOption) (*limiterpb.RemoveServerResponse, error) {
+	_, err := adminRemove(ctx, c, func(ctx context.Context, a limiterpb.AdminClient, o ...grpc.CallOption) (*limiterpb.RemoveServerResponse, error) {
 		return a.RemoveServer(ctx, &limiterpb.RemoveServerRequest{Id: id}, o...)
 	})
 	return err
 }
 
 // TransferLeadership hands leadership to id, or to any up-to-date voter when id is "", and
-// returns the new leader's ID.
+// returns the new leader's ID. An attempt that timed out is not repeated (a repeat could move
+// leadership a second time): its error says the outcome is unknown; check with Members.
 func (c *Client) TransferLeadership(ctx context.Context, id string) (string, error) {
 	resp, err := admin(ctx, c, func(ctx context.Context, a limiterpb.AdminClient, o ...grpc.CallOption) (*limiterpb.TransferLeadershipResponse, error) {
-		return a.TransferLeadership(ctx, &limiterpb.TransferLeadershipRequest{Id: id}, o...)
+		resp, err := a.TransferLeadership(ctx, &limiterpb.TransferLeadershipRequest{Id: id}, o...)
+		if status.Code(err) == codes.DeadlineExceeded {
+			return nil, status.Errorf(codes.Unknown, "leadership transfer: outcome unknown, not repeated (check member list): %v", status.Convert(err).Message())
+		}
+		return resp, err
 	})
 	c.setLeader("")
 	return resp.GetLeaderId(), err
@@ -125,7 +152,10 @@ func (c *Client) Health(ctx context.Context, addr string) (bool, error) {
 func (c *Client) leaderAddr(ctx context.Context) (string, error) {
 	var last error
 	for _, addr := range c.addrs {
-		st, err := c.Status(ctx, addr)
+		// Each node gets its own share of time: one that drops packets must not use up ctx.
+		nctx, cancel := context.WithTimeout(ctx, min(c.opts.AttemptTimeout, 2*time.Second))
+		st, err := c.Status(nctx, addr)
+		cancel()
 		if err != nil {
 			last = err
 			continue

@@ -13,11 +13,13 @@ import (
 	"fmt"
 	"math"
 	mrand "math/rand/v2"
+	"net"
 	"strings"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -47,7 +49,9 @@ type Options struct {
 	// TLS, if set (and DialOptions is not), connects over TLS with this configuration.
 	TLS *tls.Config
 	// Token, if set (and DialOptions is not), is sent as a bearer token with every call (the
-	// admin token). It is refused over plaintext unless AllowPlaintextToken is set.
+	// admin token). It is refused over plaintext unless AllowPlaintextToken is set, and even then
+	// it goes in the clear only to loopback addresses (limiterd dev): a call to any other address,
+	// such as a leader named in a redirect, fails rather than leak the token.
 	Token               string
 	AllowPlaintextToken bool
 	// AddressMap translates the leader addresses that nodes name in their hints into the
@@ -57,8 +61,9 @@ type Options struct {
 
 // Client talks to a limiterd cluster. It is safe for concurrent use.
 type Client struct {
-	addrs []string
-	opts  Options
+	addrs  []string
+	opts   Options
+	strict []grpc.DialOption // dial options for non-loopback addresses (see Options.Token)
 
 	mu     sync.Mutex
 	conns  map[string]*grpc.ClientConn
@@ -83,18 +88,40 @@ func New(addrs []string, opts Options) (*Client, error) {
 	if opts.AttemptTimeout <= 0 {
 		opts.AttemptTimeout = 3 * time.Second
 	}
+	var strict []grpc.DialOption // for non-loopback addresses when a plaintext token is allowed
 	if opts.DialOptions == nil {
 		creds := insecure.NewCredentials()
 		if opts.TLS != nil {
 			creds = credentials.NewTLS(opts.TLS)
 		}
-		opts.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+		opts.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(creds), grpc.WithConnectParams(reconnect)}
 		if opts.Token != "" {
 			tok := []byte(opts.Token)
-			opts.DialOptions = append(opts.DialOptions, grpc.WithPerRPCCredentials(bearer{tok, opts.TLS != nil || !opts.AllowPlaintextToken}))
+			base := opts.DialOptions
+			opts.DialOptions = append(base[:len(base):len(base)], grpc.WithPerRPCCredentials(bearer{tok, opts.TLS != nil || !opts.AllowPlaintextToken}))
+			if opts.TLS == nil && opts.AllowPlaintextToken {
+				strict = append(base[:len(base):len(base)], grpc.WithPerRPCCredentials(bearer{tok, true}))
+			}
 		}
 	}
-	return &Client{addrs: clean, opts: opts, conns: map[string]*grpc.ClientConn{}}, nil
+	return &Client{addrs: clean, opts: opts, strict: strict, conns: map[string]*grpc.ClientConn{}}, nil
+}
+
+// reconnect caps gRPC's reconnect backoff at 3 s (its default grows to 120 s), so a client
+// notices nodes that come back after a long outage within seconds.
+var reconnect = grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second},
+	MinConnectTimeout: 5 * time.Second,
+}
+
+// isLoopback reports whether a host:port names this machine (localhost or a loopback IP).
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
 }
 
 // Close closes all connections.
@@ -115,7 +142,11 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 	if conn, ok := c.conns[addr]; ok {
 		return conn, nil
 	}
-	conn, err := grpc.NewClient(addr, c.opts.DialOptions...)
+	dial := c.opts.DialOptions
+	if c.strict != nil && !isLoopback(addr) {
+		dial = c.strict // gRPC then refuses to send the token over this plaintext connection
+	}
+	conn, err := grpc.NewClient(addr, dial...)
 	if err != nil {
 		return nil, fmt.Errorf("client: dial %s: %w", addr, err)
 	}
@@ -159,9 +190,11 @@ func retryable(ctx context.Context, err error) bool {
 		return false
 	}
 	switch status.Code(err) {
-	case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted, codes.ResourceExhausted:
+	case codes.Unavailable, codes.DeadlineExceeded:
 		return true
 	}
+	// Not ResourceExhausted: the server uses it for bounds that do not clear by waiting (too many
+	// limits, a message over the size limit), and a retried SetLimit would write the log again.
 	return false
 }
 
@@ -182,6 +215,10 @@ func (c *Client) call(ctx context.Context, fn func(ctx context.Context, conn *gr
 		err = fn(actx, conn, grpc.Trailer(&trailer))
 		cancel()
 		if err == nil {
+			// A follower that forwarded the call names the leader: go there next time.
+			if hint := c.translate(trailer.Get(LeaderHeader)); hint != "" {
+				addr = hint
+			}
 			c.setLeader(addr)
 			return nil
 		}
@@ -207,7 +244,8 @@ func (c *Client) call(ctx context.Context, fn func(ctx context.Context, conn *gr
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("client: %w (last error: %v)", ctx.Err(), last)
+			// A status (DeadlineExceeded or Canceled), as when the context ends during an attempt.
+			return status.Errorf(status.FromContextError(ctx.Err()).Code(), "client: %v (last error: %v)", ctx.Err(), last)
 		case <-t.C:
 		}
 		backoff = min(2*backoff, 500*time.Millisecond)

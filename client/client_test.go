@@ -2,11 +2,17 @@ package client
 
 import (
 	"context"
+	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/limiterd/limiter/api/limiterpb"
 )
 
 func TestNew_NeedsAnAddress(t *testing.T) {
@@ -45,7 +51,7 @@ func TestResolveAddrs_FlagThenEnvThenDefault(t *testing.T) {
 func TestRetryable_OnlyWhenTheNodeCouldNotServe(t *testing.T) {
 	ctx := context.Background()
 	for code, want := range map[codes.Code]bool{
-		codes.Unavailable: true, codes.DeadlineExceeded: true, codes.Aborted: true, codes.ResourceExhausted: true,
+		codes.Unavailable: true, codes.DeadlineExceeded: true, codes.Aborted: false, codes.ResourceExhausted: false,
 		codes.InvalidArgument: false, codes.NotFound: false, codes.AlreadyExists: false, codes.Internal: false,
 	} {
 		if got := retryable(ctx, status.Error(code, "x")); got != want {
@@ -88,5 +94,123 @@ func TestCall_GivesUpWithinRetryForOnAnUnreachableNode(t *testing.T) {
 	}
 	if el := time.Since(start); el > 5*time.Second {
 		t.Fatalf("gave up after %v; RetryFor was 300ms", el)
+	}
+}
+
+// fakeNode answers Take, counting calls; when leader is set it names that address in the
+// LeaderHeader trailer, as a follower does after forwarding.
+type fakeNode struct {
+	limiterpb.UnimplementedRateLimiterServer
+	calls  atomic.Int64
+	leader string
+}
+
+func (f *fakeNode) Take(ctx context.Context, req *limiterpb.TakeRequest) (*limiterpb.TakeResponse, error) {
+	f.calls.Add(1)
+	if f.leader != "" {
+		_ = grpc.SetTrailer(ctx, metadata.Pairs(LeaderHeader, f.leader))
+	}
+	return &limiterpb.TakeResponse{Decision: &limiterpb.Decision{Allowed: true}, RequestId: req.GetRequestId()}, nil
+}
+
+func serveFake(t *testing.T, f *fakeNode) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	limiterpb.RegisterRateLimiterServer(g, f)
+	go g.Serve(lis)
+	t.Cleanup(g.Stop)
+	return lis.Addr().String()
+}
+
+func TestCall_FollowsTheLeaderNamedByAForwardedAnswer(t *testing.T) {
+	leader := &fakeNode{}
+	leaderAddr := serveFake(t, leader)
+	follower := &fakeNode{leader: leaderAddr}
+	c, err := New([]string{serveFake(t, follower), leaderAddr}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := 0; i < 10; i++ {
+		if _, err := c.Take(context.Background(), "l", "k", 1, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if f, l := follower.calls.Load(), leader.calls.Load(); f != 1 || l != 9 {
+		t.Fatalf("follower answered %d calls and the leader %d; want 1 and 9 (the client follows the named leader)", f, l)
+	}
+}
+
+func TestToken_PlaintextOnlyToLoopback(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:7401": true, "127.3.2.1:1": true, "localhost:7401": true, "[::1]:7401": true,
+		"10.0.0.7:7401": false, "172.17.0.1:7401": false, "node-1.limiter:7401": false, "garbage": false,
+	} {
+		if got := isLoopback(addr); got != want {
+			t.Errorf("isLoopback(%q) = %v, want %v", addr, got, want)
+		}
+	}
+	c, err := New([]string{"127.0.0.1:1"}, Options{Token: "secret", AllowPlaintextToken: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.strict == nil {
+		t.Fatal("a plaintext token allowed on loopback has no strict dial options for other addresses (a redirect would leak it)")
+	}
+	c, err = New([]string{"127.0.0.1:1"}, Options{Token: "secret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.strict != nil {
+		t.Fatal("strict dial options without a plaintext token allowed")
+	}
+}
+
+// fakeAdmin's first DeleteLimit and TransferLeadership do their work but answer too late (a
+// lost reply); later DeleteLimits find the limit gone.
+type fakeAdmin struct {
+	limiterpb.UnimplementedAdminServer
+	deletes, transfers atomic.Int64
+}
+
+func (f *fakeAdmin) DeleteLimit(ctx context.Context, req *limiterpb.DeleteLimitRequest) (*limiterpb.DeleteLimitResponse, error) {
+	if f.deletes.Add(1) == 1 {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return nil, status.Errorf(codes.NotFound, "unknown limit %q", req.GetName())
+}
+
+func (f *fakeAdmin) TransferLeadership(ctx context.Context, req *limiterpb.TransferLeadershipRequest) (*limiterpb.TransferLeadershipResponse, error) {
+	f.transfers.Add(1)
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func TestAdmin_RemovalsAndTransfersAfterALostReply(t *testing.T) {
+	f := &fakeAdmin{}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	limiterpb.RegisterAdminServer(g, f)
+	go g.Serve(lis)
+	defer g.Stop()
+	c, err := New([]string{lis.Addr().String()}, Options{RetryFor: 5 * time.Second, AttemptTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.DeleteLimit(context.Background(), "x"); err != nil {
+		t.Fatalf("delete whose first reply was lost: %v; want success (the retry found it gone)", err)
+	}
+	_, err = c.TransferLeadership(context.Background(), "")
+	if err == nil || status.Code(err) != codes.Unknown || f.transfers.Load() != 1 {
+		t.Fatalf("transfer that timed out: %v (code %v) after %d attempts; want Unknown after 1 attempt", err, status.Code(err), f.transfers.Load())
 	}
 }

@@ -227,6 +227,11 @@ func (s *Server) RemoveServer(ctx context.Context, req *limiterpb.RemoveServerRe
 		if err := s.waitForOtherLeader(ctx); err != nil {
 			return nil, s.toStatus(ctx, err)
 		}
+		fctx, c, err := s.leaderConnAfterHandover(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return limiterpb.NewAdminClient(c).RemoveServer(fctx, req)
 	}
 	if !s.node.IsLeader() {
 		fctx, c, err := s.leaderConn(ctx)

@@ -13,11 +13,13 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
 
 	"github.com/limiterd/limiter/api/limiterpb"
 	"github.com/limiterd/limiter/fsm"
@@ -85,7 +87,7 @@ func New(n *node.Node, opts Options) *Server {
 		opts.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
 	s := &Server{
-		dial: opts.DialOptions,
+		dial: append(append([]grpc.DialOption{}, opts.DialOptions...), grpc.WithChainUnaryInterceptor(relayLeader)),
 		node: n, log: opts.Logger.With("node", n.ID()), health: health.NewServer(),
 		join: opts.Join, limits: opts.Limits, conns: map[string]*grpc.ClientConn{}, stop: make(chan struct{}),
 	}
@@ -259,6 +261,13 @@ func (s *Server) leaderConn(ctx context.Context) (context.Context, *grpc.ClientC
 	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(forwardedHeader)) > 0 {
 		return nil, nil, s.unavailable(ctx, node.ErrNotLeader)
 	}
+	return s.leaderConnAfterHandover(ctx)
+}
+
+// leaderConnAfterHandover is leaderConn for a node that led when the request arrived and has just
+// handed leadership over (removing itself): it may pass a request on once more, since it was the
+// request's destination, not a follower in a loop.
+func (s *Server) leaderConnAfterHandover(ctx context.Context) (context.Context, *grpc.ClientConn, error) {
 	_, addr := s.node.Leader()
 	if addr == "" || addr == s.node.APIAddr() {
 		return nil, nil, s.unavailable(ctx, node.ErrNotLeader)
@@ -269,6 +278,27 @@ func (s *Server) leaderConn(ctx context.Context) (context.Context, *grpc.ClientC
 	}
 	out := metadata.AppendToOutgoingContext(ctx, forwardedHeader, s.node.ID())
 	return out, c, nil
+}
+
+// relayLeader runs on this node's outgoing calls. On a call forwarded to the leader it names the
+// leader to the original caller in the LeaderHeader trailer: the leader's own hint when it
+// refused (it may know a newer leader), else the address the call was forwarded to. So a client
+// that reached a follower goes straight to the leader next time instead of paying the extra hop
+// on every call.
+func relayLeader(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	if md, ok := metadata.FromOutgoingContext(ctx); !ok || len(md.Get(forwardedHeader)) == 0 {
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	var trailer metadata.MD
+	err := invoker(ctx, method, req, reply, cc, append(opts, grpc.Trailer(&trailer))...)
+	leader := cc.Target()
+	if hint := trailer.Get(LeaderHeader); len(hint) > 0 {
+		leader = hint[0]
+	} else if c := status.Code(err); c == codes.Unavailable || c == codes.DeadlineExceeded {
+		return err // it may not lead any more and named no one: leave the caller to its own discovery
+	}
+	_ = grpc.SetTrailer(ctx, metadata.Pairs(LeaderHeader, leader))
+	return err
 }
 
 // withTimeout applies DefaultTimeout to calls without a deadline.

@@ -50,6 +50,19 @@ func TestCluster_TakeAndPeekThroughLeaderAndFollower(t *testing.T) {
 	if d := mustPeek(t, cl, "demo", "user:2"); d.Remaining != 3 {
 		t.Fatalf("peek after forwarded take: %+v, want 3 remaining", d)
 	}
+	// A forwarded answer names the leader, so clients stop paying the extra hop.
+	conn, err := grpc.NewClient(c.members[f].apiAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var trailer metadata.MD
+	if _, err := limiterpb.NewRateLimiterClient(conn).Take(ctxT(t, 5*time.Second), &limiterpb.TakeRequest{Limit: "demo", Key: "user:3"}, grpc.Trailer(&trailer)); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := trailer.Get(server.LeaderHeader), c.members[c.waitLeader()].apiAddr; len(got) != 1 || got[0] != want {
+		t.Fatalf("leader named after a forwarded take: %v, want [%s]", got, want)
+	}
 }
 
 func TestCluster_BadInputGetsStatusCodes(t *testing.T) {
@@ -333,10 +346,17 @@ func TestCluster_AddFourthMemberThenRemoveOne(t *testing.T) {
 		d, _, err := n4.Peek(ctxT(t, 5*time.Second), "m", "k", 1, true)
 		return err == nil && d.Remaining == 6
 	})
-	// Remove the current leader: leadership moves first, then it leaves.
+	// Remove the current leader, asking a follower in one plain gRPC call (no client retries):
+	// the follower forwards, leadership moves first, and the old leader passes the removal on to
+	// the new one.
 	l := c.waitLeader()
-	if err := cl.RemoveServer(ctxT(t, 30*time.Second), c.members[l].id); err != nil {
-		t.Fatalf("remove leader %s: %v", c.members[l].id, err)
+	conn, err := grpc.NewClient(c.members[c.follower()].apiAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := limiterpb.NewAdminClient(conn).RemoveServer(ctxT(t, 30*time.Second), &limiterpb.RemoveServerRequest{Id: c.members[l].id}); err != nil {
+		t.Fatalf("remove leader %s through a follower: %v", c.members[l].id, err)
 	}
 	waitFor(t, 20*time.Second, "3 members", func() bool {
 		ms, err := cl.Members(ctxT(t, 5*time.Second))

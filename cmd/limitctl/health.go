@@ -35,7 +35,9 @@ Exit status:
 			var rows []row
 			ok := true
 			for _, addr := range c.Addrs() {
-				serving, err := c.Health(ctx, addr)
+				nctx, cancel := context.WithTimeout(ctx, nodeStatusTimeout) // one silent node must not use up --timeout
+				serving, err := c.Health(nctx, addr)
+				cancel()
 				r := row{Address: addr, Serving: serving}
 				if err != nil {
 					r.Error = errorMessage(err)

@@ -348,6 +348,9 @@ type fakeLimiter struct {
 
 // Take answers a decision that depends on the key.
 func (fakeLimiter) Take(_ context.Context, req *limiterpb.TakeRequest) (*limiterpb.TakeResponse, error) {
+	if strings.HasPrefix(req.GetKey(), "fail") {
+		return nil, status.Errorf(codes.FailedPrecondition, "the fake refuses %q", req.GetKey())
+	}
 	d := &limiterpb.Decision{Allowed: true, Remaining: 4, Limit: 5, ResetAfterNanos: int64(12 * time.Second)}
 	if strings.HasPrefix(req.GetKey(), "deny") {
 		d = &limiterpb.Decision{Remaining: 0, Limit: 5, RetryAfterNanos: int64(11999 * time.Millisecond), ResetAfterNanos: int64(time.Minute)}
@@ -400,6 +403,15 @@ func TestTake_ExitStatusAgainstFakeNode(t *testing.T) {
 	}
 	if got["allowed"] != false || got["retry_after_ms"] != 11999.0 || got["request_id"] != "r1" || got["replayed"] != false {
 		t.Errorf("denied take JSON = %v", got)
+	}
+
+	code, stdout, stderr = runCLI(t, "--addr", addr, "take", "api", "fail:1", "--request-id", "order-77")
+	if code != 1 || stdout != "" || !strings.Contains(stderr, "request_id=order-77") || !strings.Contains(stderr, "(FailedPrecondition)") {
+		t.Errorf("failed take: exit %d, stdout %q, stderr %q; want 1 and the request ID and code on stderr", code, stdout, stderr)
+	}
+	code, _, stderr = runCLI(t, "--addr", addr, "take", "api", "user:1", "--cost", "0")
+	if code != 1 || !strings.Contains(stderr, "--cost 0") {
+		t.Errorf("take --cost 0: exit %d, stderr %q; want 1 naming the flag", code, stderr)
 	}
 
 	code, stdout, stderr = runCLI(t, "--addr", addr, "peek", "api", "deny:1")

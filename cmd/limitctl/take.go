@@ -41,9 +41,14 @@ Exit status:
   limitctl take api user:42 --cost 3 --request-id order-1234 -o json`,
 		Args: exactArgs("LIMIT", "KEY"),
 		RunE: a.run(func(ctx context.Context, c *client.Client, args []string) error {
+			if cost <= 0 {
+				return fmt.Errorf("--cost %d: must be at least 1", cost)
+			}
 			r, err := c.Take(ctx, args[0], args[1], cost, requestID)
 			if err != nil {
-				return err
+				// The take may have been applied (a timeout is an unknown outcome): name the ID,
+				// so a retry with --request-id counts at most once.
+				return fmt.Errorf("%w (request_id=%s: retry with --request-id %s to apply it at most once)", err, r.RequestID, r.RequestID)
 			}
 			if err := a.emit(takeJSONOf(r), func(w io.Writer) error {
 				_, err := fmt.Fprintln(w, takeText(r))
