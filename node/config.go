@@ -28,6 +28,8 @@ var (
 	ErrShutdown = errors.New("node is shut down")
 	// ErrUnknownMember: a membership call names a server that is not in the configuration.
 	ErrUnknownMember = errors.New("unknown member")
+	// ErrAddressInUse: a member is to be added at a Raft address another member holds.
+	ErrAddressInUse = errors.New("raft address held by another member")
 	// ErrBusy: the command was not appended (raft's queue was full, or a restore aborted it);
 	// it is safe to retry.
 	ErrBusy = errors.New("busy: the command was not appended")

@@ -57,7 +57,7 @@ func (n *Node) AddVoter(ctx context.Context, id, raftAddr, apiAddr string) error
 		if s.ID == raft.ServerID(id) && s.Address == raft.ServerAddress(raftAddr) && s.Suffrage == raft.Voter {
 			present = true
 		} else if s.Address == raft.ServerAddress(raftAddr) && s.ID != raft.ServerID(id) {
-			return fmt.Errorf("add voter %s: address %s is held by member %s; remove it first", id, raftAddr, s.ID)
+			return fmt.Errorf("add voter %s: %w: %s is held by member %s; remove it first", id, ErrAddressInUse, raftAddr, s.ID)
 		}
 	}
 	if !present {

@@ -40,6 +40,8 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 		code = codes.InvalidArgument
 	case errors.Is(err, fsm.ErrRequestIDReused):
 		code = codes.AlreadyExists
+	case errors.Is(err, node.ErrAddressInUse):
+		code = codes.FailedPrecondition
 	case errors.Is(err, fsm.ErrTooManyLimits):
 		code = codes.ResourceExhausted
 	case errors.Is(err, context.DeadlineExceeded):

@@ -96,6 +96,7 @@ func TestCluster_BadInputGetsStatusCodes(t *testing.T) {
 		{"get unknown limit", func() error { _, err := cl.GetLimit(ctx, "nope"); return err }, codes.NotFound},
 		{"delete unknown limit", func() error { return cl.DeleteLimit(ctx, "nope") }, codes.NotFound},
 		{"remove unknown member", func() error { return cl.RemoveServer(ctx, "nobody") }, codes.NotFound},
+		{"add a voter at a member's raft address", func() error { return cl.AddVoter(ctx, "n9", c.members[0].raftAddr, "") }, codes.FailedPrecondition},
 		{"take many with no items", func() error { _, _, err := cl.TakeMany(ctx, nil, ""); return err }, codes.InvalidArgument},
 		{"request id reused for another request", func() error {
 			if _, err := cl.Take(ctx, "api", "a", 1, "same-id"); err != nil {
