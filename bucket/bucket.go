@@ -111,6 +111,12 @@ func (b Bucket) Peek(l *Limit, now, cost int64, skew time.Duration) (Result, err
 // rate up to now, then keeps the same fraction of capacity (500 of 1000 becomes 2500 of 5000),
 // rounding down to a sub-token unit.
 func (b *Bucket) Rescale(old, next *Limit, now int64, skew time.Duration) {
+	if old.cap == 0 {
+		// The zero Limit refuses every take, so a bucket under it never lost a token: it
+		// starts the new limit full, like a fresh one (and there is no fraction to keep).
+		b.tokens, b.last = next.cap, now
+		return
+	}
 	b.refill(old, now, int64(skew))
 	hi, lo := bits.Mul64(b.tokens, next.cap)
 	q, _ := bits.Div64(hi, lo, old.cap) // hi < old.cap because tokens <= old.cap

@@ -26,9 +26,17 @@
 // A bucket never runs time backward. A time behind the bucket's last refill by at most the skew
 // tolerance (DefaultSkew, 100 ms; WithSkew changes it) counts as no time passed: nothing is
 // refilled and the bucket keeps its anchor. A larger backward step is a clock reset: the bucket
-// re-anchors at the new time without granting tokens, so no interval is ever refilled twice and
-// tokens never go negative. A forward jump refills at most to capacity. Refilling at t1 and then at
-// t2 gives exactly the state of one refill at t2.
+// re-anchors at the new time without granting tokens, and tokens never go negative. A forward
+// jump refills at most to capacity. Refilling at t1 and then at t2 gives exactly the state of one
+// refill at t2.
+//
+// A bucket cannot tell a reset from a stale reading: times that swing back by more than the skew
+// and forward again (a goroutine that read the clock, then waited longer than the skew for the
+// lock) are each taken as a reset, and every swing forward refills the same interval again. So
+// read the clock just before each call, from one monotonic source (time.Since of a fixed base,
+// not wall time), and keep the skew above the longest delay a caller may see between reading the
+// clock and the call. The replicated state machine is not exposed to this: its clock comes from
+// the log and never moves backward.
 //
 // # Memory and eviction
 //

@@ -47,3 +47,23 @@ func TestLimiter_SetLimitRescalesAndPeekChangesNothing(t *testing.T) {
 		t.Fatalf("a cost above the burst was accepted")
 	}
 }
+
+// TestLimiter_SetLimitFromTheZeroLimit: the zero Limit refuses every take; changing to a real
+// limit starts full (nothing was ever taken) instead of dividing by its zero capacity.
+func TestLimiter_SetLimitFromTheZeroLimit(t *testing.T) {
+	lm := NewLimiter(Limit{}, t0)
+	if _, err := lm.Take(t0, 1); err == nil {
+		t.Fatal("a take under the zero Limit was not refused")
+	}
+	lm.SetLimit(testLimit(t, 1, time.Second, 5), t0+1)
+	res, err := lm.Take(t0+1, 5)
+	if err != nil || !res.Allowed || res.Remaining != 0 {
+		t.Fatalf("take of the whole burst after leaving the zero Limit: %+v, %v", res, err)
+	}
+	k := NewKeyed(Limit{})
+	k.Take("a", t0, 1)
+	k.SetLimit(testLimit(t, 1, time.Second, 5), t0+1)
+	if res, err := k.Take("a", t0+1, 5); err != nil || !res.Allowed {
+		t.Fatalf("keyed take after leaving the zero Limit: %+v, %v", res, err)
+	}
+}

@@ -489,3 +489,40 @@ func TestApply_LimitCountIsBounded(t *testing.T) {
 	// Changing an existing limit is still fine.
 	mustSetLimit(t, f, t0, "a", 2, time.Second, 0)
 }
+
+// TestApply_WhatTheLogMayHoldAlwaysSnapshots: the state machine re-checks bounds itself (the log
+// may hold entries no server would propose), so whatever it records, a snapshot can hold.
+func TestApply_WhatTheLogMayHoldAlwaysSnapshots(t *testing.T) {
+	f := newFSM(t)
+	mustSetLimit(t, f, at(0), "a", 10, time.Second, 0)
+	longID := strings.Repeat("x", 70_000)
+	out := take(t, f, at(0), longID, fsm.Item{Limit: "a", Key: "k", Cost: 1})
+	wantErrIs(t, "over-long request ID", out.Err, fsm.ErrInvalidCommand)
+	out = take(t, f, at(0), "id-1", fsm.Item{Limit: strings.Repeat("\x01", 20_000), Key: "k", Cost: 1})
+	wantErrIs(t, "limit name of control bytes", out.Err, fsm.ErrInvalidCommand)
+	if st := f.Stats(); st.RequestIDs != 1 {
+		t.Fatalf("exactly-once table holds %d IDs, want 1 (the over-long one is never recorded)", st.RequestIDs)
+	}
+	g := newFSM(t)
+	mustRestore(t, g, snapshotBytes(t, f), 3)
+	if stateHash(t, g) != stateHash(t, f) {
+		t.Fatal("restored state differs")
+	}
+	if remaining(t, f, "a", "k", at(0)) != 10 {
+		t.Fatal("a refused take consumed tokens")
+	}
+}
+
+// TestApply_StampNearTheEndOfTimeKeepsExactlyOnce: record expiry saturates instead of wrapping
+// into the past, so a retry is still answered from the table.
+func TestApply_StampNearTheEndOfTimeKeepsExactlyOnce(t *testing.T) {
+	f := newFSM(t)
+	end := int64(math.MaxInt64 - int64(time.Minute))
+	mustSetLimit(t, f, end, "a", 10, time.Second, 0)
+	for i := 0; i < 3; i++ {
+		out := take(t, f, end, "req-1", fsm.Item{Limit: "a", Key: "k", Cost: 1})
+		if out.Err != nil || out.Results[0].Remaining != 9 || out.Replayed != (i > 0) {
+			t.Fatalf("attempt %d: %+v, want 9 remaining, replayed after the first", i, out)
+		}
+	}
+}

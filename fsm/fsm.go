@@ -8,6 +8,7 @@ package fsm
 
 import (
 	"fmt"
+	"math"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -181,6 +182,15 @@ func (f *FSM) apply(cmd *Command) *Response {
 	return &resp
 }
 
+// addClamped returns a+b for b >= 0, saturating at MaxInt64 instead of wrapping: a stamp near
+// the end of time must not make a record expire, or a sweep fall due, in the past.
+func addClamped(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
+}
+
 // advance moves the log clock to the entry's stamp; the clock never moves backward, so a stamp
 // behind it means no time passed and no token can be granted twice.
 func (f *FSM) advance(stamp int64) {
@@ -203,11 +213,16 @@ func (f *FSM) sweep() {
 		ls.keyed.EvictShard(f.cursor, f.clock)
 	}
 	f.cursor = (f.cursor + 1) % bucket.ShardCount
-	f.nextSweep = f.clock + int64(f.cfg.SweepInterval)/bucket.ShardCount
+	f.nextSweep = addClamped(f.clock, int64(f.cfg.SweepInterval)/bucket.ShardCount)
 }
 
 func (f *FSM) applyTake(t *Take) TakeOutcome {
 	f.takes.Add(1)
+	if len(t.RequestID) > MaxRequestIDLen {
+		// Refused before the table: an over-long ID is never recorded (nor could a snapshot
+		// hold it).
+		return TakeOutcome{Err: invalid("request ID of %d bytes exceeds %d", len(t.RequestID), MaxRequestIDLen)}
+	}
 	fp := t.fingerprint()
 	if t.RequestID != "" {
 		if o := f.dedup.get(t.RequestID); o != nil {
@@ -223,21 +238,23 @@ func (f *FSM) applyTake(t *Take) TakeOutcome {
 	}
 	results, err := f.decide(t)
 	if t.RequestID != "" {
-		f.dedup.put(t.RequestID, &outcome{fp: fp, expires: f.clock + f.dedup.window, results: results, err: record(err)})
+		f.dedup.put(t.RequestID, &outcome{fp: fp, expires: addClamped(f.clock, f.dedup.window), results: results, err: record(err)})
 	}
 	return TakeOutcome{Results: results, Err: err}
 }
 
 // decide validates every item first, so a request is refused as a whole or applied as a whole.
 func (f *FSM) decide(t *Take) ([]bucket.Result, error) {
-	if len(t.RequestID) > MaxRequestIDLen {
-		return nil, invalid("request ID of %d bytes exceeds %d", len(t.RequestID), MaxRequestIDLen)
-	}
 	if len(t.Items) == 0 || len(t.Items) > MaxItems {
 		return nil, invalid("%d items; want 1 to %d", len(t.Items), MaxItems)
 	}
 	states := make([]*limitState, len(t.Items))
 	for i, it := range t.Items {
+		// Names and keys are checked here too, not only by the server: what is recorded (in
+		// error messages) must stay within what a snapshot can hold.
+		if err := CheckName(it.Limit); err != nil {
+			return nil, err
+		}
 		if err := checkKey(it.Key); err != nil {
 			return nil, err
 		}
