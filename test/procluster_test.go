@@ -308,7 +308,20 @@ func (c *pcluster) logs() string {
 		if len(data) > 3000 {
 			data = data[len(data)-3000:]
 		}
-		fmt.Fprintf(&b, "--- %s ---\n%s\n", c.ids[i], data)
+		c.mu.Lock()
+		p, exited, state := c.procs[i], c.exited[i], c.state[i]
+		c.mu.Unlock()
+		note := state
+		if exited != nil {
+			select {
+			case <-exited:
+				if state != "dead" { // not killed by the nemesis: it stopped by itself
+					note = fmt.Sprintf("EXITED on its own: %v", p.ProcessState)
+				}
+			default:
+			}
+		}
+		fmt.Fprintf(&b, "--- %s (%s) ---\n%s\n", c.ids[i], note, data)
 	}
 	return b.String()
 }
