@@ -422,6 +422,15 @@ func (f *FSM) Clock() int64 {
 // AppliedIndex is the log index of the last entry applied (or skipped).
 func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
 
+// Halted reports why the state machine stopped applying entries (wrapping ErrHalted), or nil.
+// Its state is then frozen at the entry before, so nothing may be read from it as current.
+func (f *FSM) Halted() error {
+	if h := f.halted.Load(); h != nil {
+		return fmt.Errorf("%w: %w", ErrHalted, *h)
+	}
+	return nil
+}
+
 // Stats are counters for operators.
 type Stats struct {
 	Limits      int

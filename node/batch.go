@@ -146,8 +146,8 @@ func (b *batcher) finish(batch []*takeReq, f raft.ApplyFuture) {
 		fail(ErrNotLeader)
 		return
 	}
-	if err := f.Error(); err != nil {
-		fail(translate(err))
+	if err := b.n.await(f); err != nil {
+		fail(translate(err)) // ErrShutdown included: the outcome is unknown, retry by request ID
 		return
 	}
 	resp, ok := f.Response().(*fsm.Response)

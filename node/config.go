@@ -154,6 +154,15 @@ func DefaultConfig() Config {
 	}
 }
 
+// effectiveLease is the read lease Start uses: LeaseDuration, or half the heartbeat timeout when
+// it is 0 (negative disables it).
+func (c *Config) effectiveLease() time.Duration {
+	if c.LeaseDuration == 0 {
+		return c.HeartbeatTimeout / 2
+	}
+	return c.LeaseDuration
+}
+
 // Validate checks the constraints between fields.
 func (c *Config) Validate() error {
 	switch {
@@ -171,6 +180,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("node config: LeaderLeaseTimeout %v must not exceed HeartbeatTimeout %v", c.LeaderLeaseTimeout, c.HeartbeatTimeout)
 	case c.LeaseDuration > c.HeartbeatTimeout*6/10:
 		return fmt.Errorf("node config: LeaseDuration %v must be at most 60%% of HeartbeatTimeout %v (followers' stickiness window, less a heartbeat interval and clock drift)", c.LeaseDuration, c.HeartbeatTimeout)
+	case c.effectiveLease() > c.LeaderLeaseTimeout:
+		// A leader that cannot reach a quorum steps down after LeaderLeaseTimeout and then votes
+		// for anyone at once: it must not still hold its read lease by then.
+		return fmt.Errorf("node config: LeaseDuration %v (default: half the heartbeat timeout) must not exceed LeaderLeaseTimeout %v", c.effectiveLease(), c.LeaderLeaseTimeout)
 	case c.MaxBatchTakes <= 0 || c.MaxBatchBytes <= 0 || c.MaxInflightBatches <= 0:
 		return fmt.Errorf("node config: batch bounds must be positive")
 	}

@@ -69,7 +69,7 @@ func (l *leaseState) holds(term uint64, now time.Duration) bool {
 
 // LeaseHeld reports whether this node holds the read lease now.
 func (n *Node) LeaseHeld() bool {
-	if n.cfg.LeaseDuration <= 0 || !n.IsLeader() {
+	if n.cfg.LeaseDuration <= 0 || !n.IsLeader() || n.trans.Poisoned() {
 		return false
 	}
 	return n.lease.holds(n.raft.CurrentTerm(), n.cfg.Mono())
@@ -77,13 +77,12 @@ func (n *Node) LeaseHeld() bool {
 
 // renewLease keeps the lease for term alive while this node leads and is ready in it.
 func (n *Node) renewLease(term uint64) {
-	defer n.wg.Done()
 	every := n.cfg.LeaseDuration / 4
 	for {
 		if n.ready.Load() == term && n.raft.CurrentTerm() == term && n.configChanges.Load() == 0 {
 			gen := n.lease.generation()
 			t0 := n.cfg.Mono() // before the round: the lease is measured from here
-			if err := n.raft.VerifyLeader().Error(); err == nil &&
+			if err := n.await(n.raft.VerifyLeader()); err == nil && !n.trans.Poisoned() &&
 				n.ready.Load() == term && n.raft.CurrentTerm() == term && n.configChanges.Load() == 0 {
 				n.lease.extend(gen, term, t0, t0+n.cfg.LeaseDuration)
 			}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/limiterd/limiter/bucket"
 	"github.com/limiterd/limiter/fsm"
 )
@@ -84,7 +86,7 @@ func (n *Node) LocalTake(ctx context.Context, t fsm.Take) (out fsm.TakeOutcome, 
 	}
 	// Re-check after reading: a pause (GC, SIGSTOP) between the first check and the read must not
 	// let an expired lease answer.
-	if !n.lease.holds(term, n.cfg.Mono()) || n.ready.Load() != term {
+	if !n.lease.holds(term, n.cfg.Mono()) || n.ready.Load() != term || n.raft.State() != raft.Leader {
 		return fsm.TakeOutcome{}, false
 	}
 	n.localDenials.Add(1)

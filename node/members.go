@@ -158,15 +158,7 @@ func (n *Node) TransferLeadership(ctx context.Context, id string) error {
 	if err != nil {
 		if n.raft.State() == raft.Leader && n.raft.CurrentTerm() == term {
 			n.lease.holdOff(n.cfg.Mono() + n.cfg.ElectionTimeout)
-			select {
-			case <-n.shutdownCh:
-			default:
-				n.wg.Add(1)
-				go func() {
-					defer n.wg.Done()
-					n.becomeReady(term)
-				}()
-			}
+			n.spawn(func() { n.becomeReady(term) })
 		}
 		return fmt.Errorf("transfer leadership: %w", translate(err))
 	}

@@ -33,7 +33,7 @@ type Node struct {
 	log   *slog.Logger
 	fsm   *fsm.FSM
 	raft  *raft.Raft
-	trans *raft.NetworkTransport
+	trans *guardedTransport // raft's NetworkTransport with the TimeoutNow guards (transport.go)
 	store *raftboltdb.BoltStore
 
 	batch *batcher
@@ -44,6 +44,9 @@ type Node struct {
 	configChanges atomic.Int32
 	pending       pendingSet
 	renewing      atomic.Uint64 // the term whose lease renewer is running
+	haltNoted     atomic.Bool   // the state machine's halt has been logged (and acted on)
+	spawnMu       sync.Mutex    // guards stopping against wg.Add (see spawn)
+	stopping      bool
 	leaderChanges atomic.Uint64
 	observer      atomic.Pointer[Observer]
 	localDenials  atomic.Uint64
@@ -86,6 +89,10 @@ func Start(cfg Config) (*Node, error) {
 	ok := false
 	defer func() {
 		if !ok {
+			if n.raft != nil {
+				_ = n.Shutdown() // stops raft and the goroutines started so far, then closes
+				return
+			}
 			n.closeResources()
 		}
 	}()
@@ -146,7 +153,7 @@ func Start(cfg Config) (*Node, error) {
 		}
 		tc.ServerAddressProvider = addrs
 	}
-	n.trans = raft.NewNetworkTransportWithConfig(tc)
+	n.trans = newGuardedTransport(raft.NewNetworkTransportWithConfig(tc))
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.ID)
@@ -186,6 +193,11 @@ func Start(cfg Config) (*Node, error) {
 		}
 		return nil, fmt.Errorf("start raft from %s: %w", cfg.DataDir, err)
 	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.trans.pump(func() raft.ServerID { _, id := n.raft.LeaderWithID(); return id }, n.shutdownCh)
+	}()
 	if !has && len(cfg.Bootstrap) > 0 {
 		var servers []raft.Server
 		for _, p := range cfg.Bootstrap {
@@ -247,10 +259,28 @@ func (n *Node) writeMeta() error {
 	return nil
 }
 
+// spawn runs fn in a goroutine that Shutdown waits for, unless shutdown has begun (a WaitGroup
+// must not grow while Shutdown waits on it).
+func (n *Node) spawn(fn func()) {
+	n.spawnMu.Lock()
+	defer n.spawnMu.Unlock()
+	if n.stopping {
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		fn()
+	}()
+}
+
 // Shutdown stops Raft and closes the stores. It is safe to call more than once.
 func (n *Node) Shutdown() error {
 	var err error
 	n.closeOnce.Do(func() {
+		n.spawnMu.Lock()
+		n.stopping = true
+		n.spawnMu.Unlock()
 		close(n.shutdownCh)
 		n.ready.Store(0)
 		n.lease.drop()
@@ -310,8 +340,10 @@ func (n *Node) Done() <-chan struct{} { return n.shutdownCh }
 
 // IsLeader reports whether this node is the leader and ready to serve (it has committed an
 // entry of its current term).
+// A halted state machine is never ready: its state stopped at the entry it could not apply.
 func (n *Node) IsLeader() bool {
-	return n.raft.State() == raft.Leader && n.ready.Load() == n.raft.CurrentTerm() && n.ready.Load() != 0
+	return n.raft.State() == raft.Leader && n.ready.Load() == n.raft.CurrentTerm() && n.ready.Load() != 0 &&
+		n.fsm.Halted() == nil
 }
 
 // Leader returns the leader's ID and API address as this node knows them ("" when unknown).
@@ -351,9 +383,12 @@ func (n *Node) watchLeadership() {
 func (n *Node) becomeReady(term uint64) {
 	leads := func() bool { return n.raft.State() == raft.Leader && n.raft.CurrentTerm() == term }
 	for leads() {
-		err := n.raft.Barrier(10 * time.Second).Error()
+		err := n.await(n.raft.Barrier(10 * time.Second))
 		if err == nil {
 			break
+		}
+		if errors.Is(err, ErrShutdown) {
+			return
 		}
 		n.log.Warn("barrier in a new term failed; retrying", "term", term, "err", err)
 		select {
@@ -369,8 +404,7 @@ func (n *Node) becomeReady(term uint64) {
 	n.ready.Store(term)
 	n.log.Info("leader ready", "term", term, "stamp", n.Stamp(), "log_clock", n.fsm.Clock())
 	if n.cfg.LeaseDuration > 0 && n.renewing.Swap(term) != term { // one renewer per term
-		n.wg.Add(1)
-		go n.renewLease(term)
+		n.spawn(func() { n.renewLease(term) })
 	}
 }
 
@@ -402,6 +436,7 @@ func (c *stampClock) observe(logClock int64, mono time.Duration) {
 func (c *stampClock) anchor(logClock int64, wall time.Time, mono time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	wasAnchored, prevLine := c.anchored, c.base+int64(mono-c.mono)
 	switch {
 	case logClock == 0:
 		c.base = wall.UnixNano() // a new cluster: start log time at the wall clock
@@ -409,6 +444,12 @@ func (c *stampClock) anchor(logClock int64, wall time.Time, mono time.Duration) 
 		c.base = max(logClock, c.seenStamp+int64(mono-c.seenMono))
 	default:
 		c.base = logClock
+	}
+	if wasAnchored {
+		// Re-anchoring in the same process (a new term after a failed transfer, a restore):
+		// never behind the line already stamped from, or a read answered at a later stamp could
+		// be followed by a take evaluated earlier.
+		c.base = max(c.base, prevLine)
 	}
 	c.mono, c.anchored = mono, true
 }
@@ -460,8 +501,18 @@ type raftFSM struct {
 func (r *raftFSM) Apply(l *raft.Log) any {
 	resp := r.f.Apply(l.Index, l.Data)
 	r.applied(r.f.Clock(), r.mono())
-	if errors.Is(resp.Err, fsm.ErrCorruptEntry) || errors.Is(resp.Err, fsm.ErrHalted) {
+	if errors.Is(resp.Err, fsm.ErrCorruptEntry) && r.n != nil && r.n.haltNoted.CompareAndSwap(false, true) {
 		r.log.Error("state machine halted on a committed entry it cannot apply; this node will not apply further entries until it is upgraded or restored", "index", l.Index, "err", resp.Err)
+		if r.n.raft.State() == raft.Leader {
+			// A member whose binary can read the entry may lead on; this one can serve nothing.
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				if err := r.n.TransferLeadership(ctx, ""); err != nil {
+					r.log.Warn("halted leader could not hand leadership over", "err", err)
+				}
+			}()
+		}
 	}
 	return resp
 }
@@ -567,6 +618,20 @@ func (t *tcpStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Co
 
 // waitCtx waits for a raft future while honouring ctx and shutdown. When ctx ends first the
 // outcome is unknown: the command may still commit.
+// await waits for f like f.Error, but returns ErrShutdown once shutdown begins: raft does not
+// answer the futures of Apply, Barrier and VerifyLeader that are still queued when it shuts down,
+// and a wait on one of them would hang Shutdown. The raw raft error is returned otherwise.
+func (n *Node) await(f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-n.shutdownCh:
+		return ErrShutdown
+	}
+}
+
 func (n *Node) waitCtx(ctx context.Context, f raft.Future) error {
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()

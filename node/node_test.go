@@ -169,6 +169,7 @@ func TestStampClock_FollowsMonotonicTimeNotWallClocks(t *testing.T) {
 	// A node that applied an entry stamped S at monotonic 10s and wins an election at 12s
 	// anchors at S+2s, whatever its wall clock says (here: three hours ahead).
 	const S = int64(1_000_000_000_000)
+	c = stampClock{}
 	c.observe(S, 10*time.Second)
 	c.anchor(S, wall.Add(3*time.Hour), 12*time.Second)
 	if got, want := c.stamp(wall, 13*time.Second), S+int64(3*time.Second); got != want {
@@ -179,6 +180,21 @@ func TestStampClock_FollowsMonotonicTimeNotWallClocks(t *testing.T) {
 	fresh.anchor(S, wall.Add(-3*time.Hour), time.Second)
 	if got := fresh.stamp(wall, 2*time.Second); got != S+int64(time.Second) {
 		t.Fatalf("fresh node stamp %d, want %d", got, S+int64(time.Second))
+	}
+}
+
+// TestStampClock_ReanchorNeverGoesBehindTheLineInUse: a node anchored again in the same process
+// (a new term after a failed transfer) keeps stamping at or after where its earlier line is now,
+// even when the last entry it applied is older than that line by the commit latency.
+func TestStampClock_ReanchorNeverGoesBehindTheLineInUse(t *testing.T) {
+	var c stampClock
+	const S = int64(1_000_000_000_000)
+	c.observe(S, 10*time.Second)
+	c.anchor(S, time.Unix(0, 0), 10*time.Second)                         // line: S at 10 s
+	c.observe(S+int64(time.Second), 11*time.Second+900*time.Millisecond) // applied 100 ms after its stamp
+	c.anchor(S+int64(time.Second), time.Unix(0, 0), 12*time.Second)
+	if got, want := c.stamp(time.Unix(0, 0), 12*time.Second), S+int64(2*time.Second); got < want {
+		t.Fatalf("stamp after re-anchoring %d, behind the earlier line %d", got, want)
 	}
 }
 
@@ -384,5 +400,39 @@ func TestTCPStream_AdvertisesTheConfiguredHostName(t *testing.T) {
 	defer ts.Close()
 	if got := ts.Addr().String(); got != "localhost:7000" {
 		t.Fatalf("advertised %q, want the name as configured (peers must re-resolve it)", got)
+	}
+}
+
+func TestConfig_LeaseNotLongerThanLeaderLeaseTimeout(t *testing.T) {
+	cfg := testConfig(t, "n1", t.TempDir())
+	cfg.LeaseDuration = cfg.LeaderLeaseTimeout + time.Millisecond
+	if err := cfg.Validate(); err == nil {
+		t.Fatal("a lease longer than LeaderLeaseTimeout was accepted: a leader that steps down would vote while still holding it")
+	}
+	cfg.LeaseDuration, cfg.LeaderLeaseTimeout = 0, cfg.HeartbeatTimeout/2-time.Millisecond
+	if err := cfg.Validate(); err == nil {
+		t.Fatal("the default lease (half the heartbeat timeout) was accepted with a shorter LeaderLeaseTimeout")
+	}
+}
+
+// TestNode_HaltedStateMachineServesNothing: after a committed entry it cannot apply, the node is
+// not a ready leader and refuses even stale reads: its state stopped at the entry before.
+func TestNode_HaltedStateMachineServesNothing(t *testing.T) {
+	n := mustStartSingle(t, testConfig(t, "n1", t.TempDir()))
+	ctx := context.Background()
+	if resp, err := n.Propose(ctx, fsm.Command{Kind: fsm.KindSetLimit, Limit: fsm.LimitSpec{Name: "l", Rate: 1, Period: time.Hour, Burst: 10}}); err != nil || resp.Err != nil {
+		t.Fatalf("set limit: %v %v", err, resp)
+	}
+	if err := n.raft.Apply([]byte{0xff, 0xff, 0xff}, time.Second).Error(); err != nil {
+		t.Fatalf("append a corrupt entry: %v", err)
+	}
+	if n.IsLeader() || n.LeaseHeld() {
+		t.Fatal("a node whose state machine halted still serves as leader")
+	}
+	if _, _, err := n.Peek(ctx, "l", "k", 1, true); !errors.Is(err, fsm.ErrHalted) {
+		t.Fatalf("stale peek on a halted node: %v, want ErrHalted", err)
+	}
+	if _, _, err := n.Peek(ctx, "l", "k", 1, false); err == nil {
+		t.Fatal("linearizable peek on a halted node succeeded")
 	}
 }

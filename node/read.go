@@ -36,7 +36,7 @@ func (n *Node) Read(ctx context.Context, read func()) error {
 	if n.LeaseHeld() {
 		term := n.raft.CurrentTerm()
 		read()
-		if n.lease.holds(term, n.cfg.Mono()) && n.ready.Load() == term {
+		if n.lease.holds(term, n.cfg.Mono()) && n.ready.Load() == term && n.raft.State() == raft.Leader {
 			n.leaseReads.Add(1)
 			return nil
 		}
@@ -78,6 +78,9 @@ func (n *Node) Peek(ctx context.Context, limit, key string, cost int64, stale bo
 			return bucket.Result{}, 0, err
 		}
 		return res, 0, perr
+	}
+	if err := n.fsm.Halted(); err != nil {
+		return bucket.Result{}, 0, err // frozen state is not even a stale answer
 	}
 	var staleness time.Duration
 	if n.raft.State() != raft.Leader {
