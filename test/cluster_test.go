@@ -581,3 +581,34 @@ func TestCluster_LeaveHandsLeadershipOverBeforeAPlannedStop(t *testing.T) {
 		t.Fatalf("follower leave: %v", err)
 	}
 }
+
+// TestCluster_RemovedRunningMemberStaysRemoved: a member removed while it runs does not add
+// itself back (it keeps retrying registration only while its address is unrecorded).
+func TestCluster_RemovedRunningMemberStaysRemoved(t *testing.T) {
+	c := mustStartCluster(t, 3)
+	cl := c.mustClient()
+	m4 := c.mustJoin("n4")
+	waitFor(t, 20*time.Second, "n4 to be a registered voter", func() bool {
+		ms, err := cl.Members(ctxT(t, 5*time.Second))
+		if err != nil {
+			return false
+		}
+		for _, m := range ms {
+			if m.GetId() == "n4" && m.GetApiAddress() == m4.apiAddr {
+				return true
+			}
+		}
+		return false
+	})
+	if err := cl.RemoveServer(ctxT(t, 20*time.Second), "n4"); err != nil {
+		t.Fatalf("remove n4: %v", err)
+	}
+	deadline := time.Now().Add(3 * time.Second) // a dozen of n4's registration rounds
+	for time.Now().Before(deadline) {
+		ms, err := cl.Members(ctxT(t, 5*time.Second))
+		if err == nil && len(ms) != 3 {
+			t.Fatalf("%d members after removing n4 (it added itself back?): %v", len(ms), ms)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
