@@ -228,6 +228,12 @@ func (n *Node) checkDataDir() error {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return fmt.Errorf("create data dir %s: %w", dir, err)
 	}
+	// A restore spooled here by a process that died mid-upload (server/backup.go) is garbage.
+	if stale, _ := filepath.Glob(filepath.Join(dir, "restore-*.snap.tmp")); len(stale) > 0 {
+		for _, p := range stale {
+			_ = os.Remove(p)
+		}
+	}
 	metaPath := filepath.Join(dir, "node.json")
 	b, err := os.ReadFile(metaPath)
 	if errors.Is(err, os.ErrNotExist) {
@@ -325,6 +331,9 @@ func (n *Node) ID() string { return n.cfg.ID }
 
 // RaftAddr is the address Raft advertises.
 func (n *Node) RaftAddr() string { return string(n.trans.LocalAddr()) }
+
+// DataDir is the folder holding this node's Raft log, snapshots and node.json.
+func (n *Node) DataDir() string { return n.cfg.DataDir }
 
 // APIAddr is the gRPC address this node registers.
 func (n *Node) APIAddr() string { return n.cfg.APIAddr }

@@ -76,7 +76,9 @@ func (s *Server) RestoreSnapshot(stream limiterpb.Admin_RestoreSnapshotServer) e
 	if err := s.leaderOnlyStream(stream); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp("", "limiterd-restore-*.snap")
+	// Spool into the data dir: the container image has no /tmp (FROM scratch, read-only root),
+	// and the data dir is where a snapshot of this size is known to fit.
+	f, err := os.CreateTemp(s.node.DataDir(), "restore-*.snap.tmp")
 	if err != nil {
 		return status.Errorf(codes.Internal, "spool snapshot: %v", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -182,6 +183,8 @@ func TestOps_SnapshotSaveAndRestoreBringBackTheSavedState(t *testing.T) {
 	// Life goes on: more takes, a new limit, then disaster strikes and the backup is restored.
 	mustTake(t, cl, "backup", "k", 5, "")
 	mustSetLimit(t, cl, "later", 1, time.Second, 0)
+	// The container image has no writable /tmp: a restore must not need one.
+	t.Setenv("TMPDIR", filepath.Join(t.TempDir(), "no-such-dir"))
 	resp, err := cl.RestoreSnapshot(ctxT(t, 60*time.Second), bytes.NewReader(snap.Bytes()))
 	if err != nil || resp.GetLimits() != 1 {
 		t.Fatalf("restore: %+v %v", resp, err)
