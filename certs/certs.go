@@ -135,6 +135,59 @@ func (r *Reloader) ServerConfig(clientAuth tls.ClientAuthType) *tls.Config {
 	}
 }
 
+// Names returns the names a certificate carries: its common name and DNS names.
+func Names(c *x509.Certificate) []string {
+	out := []string{}
+	if c.Subject.CommonName != "" {
+		out = append(out, c.Subject.CommonName)
+	}
+	return append(out, c.DNSNames...)
+}
+
+// RequirePeerName returns a tls.Config.VerifyConnection check that the peer's verified
+// certificate carries one of names (nil when names is empty: any certificate the CA signed).
+func RequirePeerName(names []string) func(tls.ConnectionState) error {
+	if len(names) == 0 {
+		return nil
+	}
+	return func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return errors.New("tls: the peer presented no certificate")
+		}
+		for _, n := range Names(cs.PeerCertificates[0]) {
+			for _, want := range names {
+				if n == want {
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("tls: peer certificate %v is not one of %v", Names(cs.PeerCertificates[0]), names)
+	}
+}
+
+// PeerServerConfig is ServerConfig for members' mutual TLS: a client certificate is required and
+// must carry one of names (any name when names is empty).
+func (r *Reloader) PeerServerConfig(names []string) *tls.Config {
+	c := r.ServerConfig(tls.RequireAndVerifyClientCert)
+	get, verify := c.GetConfigForClient, RequirePeerName(names)
+	c.GetConfigForClient = func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+		inner, err := get(h)
+		if inner != nil {
+			inner.VerifyConnection = verify
+		}
+		return inner, err
+	}
+	return c
+}
+
+// PeerClientConfig is ClientConfig for dialing a member: the server's certificate must also
+// carry one of names (any name when names is empty).
+func (r *Reloader) PeerClientConfig(serverName string, names []string) *tls.Config {
+	c := r.ClientConfig(serverName)
+	c.VerifyConnection = RequirePeerName(names)
+	return c
+}
+
 // ClientConfig is a TLS client configuration that verifies servers against the current CA (the
 // system roots when none is set) and presents the current certificate when one is set.
 func (r *Reloader) ClientConfig(serverName string) *tls.Config {

@@ -121,6 +121,11 @@ type Config struct {
 	// TLS, if set, runs Raft traffic over mutual TLS: members present their certificate and
 	// accept only peers whose certificate the cluster CA signed.
 	TLS *certs.Reloader
+	// PeerNames, with TLS, are the certificate names (common name or DNS name) a member must
+	// present to send or answer Raft messages: a data-plane or admin client certificate from the
+	// same CA must not be able to append entries or call elections. Empty accepts any certificate
+	// the CA signed.
+	PeerNames []string
 	// PeerAddrs overrides the address this node dials to reach a peer, by server ID (for NAT,
 	// or a proxy per link in fault tests). Peers not listed are dialled at their configured
 	// Raft address.

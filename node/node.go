@@ -140,7 +140,7 @@ func Start(cfg Config) (*Node, error) {
 		}
 		stream = tcp
 		if cfg.TLS != nil {
-			stream = &tlsStream{tcpStream: tcp, tls: cfg.TLS}
+			stream = &tlsStream{tcpStream: tcp, tls: cfg.TLS, names: cfg.PeerNames}
 		}
 	}
 	tc := &raft.NetworkTransportConfig{Stream: stream, MaxPool: 3, Timeout: 10 * time.Second, Logger: hl}
@@ -597,7 +597,8 @@ func (t *tcpStream) Addr() net.Addr { return t.advertise }
 // tlsStream is tcpStream under mutual TLS.
 type tlsStream struct {
 	*tcpStream
-	tls *certs.Reloader
+	tls   *certs.Reloader
+	names []string // certificate names a peer must carry (see Config.PeerNames)
 }
 
 func (t *tlsStream) Accept() (net.Conn, error) {
@@ -605,7 +606,7 @@ func (t *tlsStream) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return tls.Server(c, t.tls.ServerConfig(tls.RequireAndVerifyClientCert)), nil
+	return tls.Server(c, t.tls.PeerServerConfig(t.names)), nil
 }
 
 func (t *tlsStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
@@ -614,7 +615,7 @@ func (t *tlsStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Co
 		return nil, fmt.Errorf("raft dial %s: %w", addr, err)
 	}
 	d := &net.Dialer{Timeout: timeout}
-	c, err := tls.DialWithDialer(d, "tcp", string(addr), t.tls.ClientConfig(host))
+	c, err := tls.DialWithDialer(d, "tcp", string(addr), t.tls.PeerClientConfig(host, t.names))
 	if err != nil {
 		return nil, fmt.Errorf("raft dial %s over TLS: %w", addr, err)
 	}

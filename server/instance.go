@@ -57,7 +57,8 @@ type InstanceConfig struct {
 	// Envoy and EnvoyHeaders configure the Envoy rate limit service (see Options).
 	Envoy        *EnvoyConfig
 	EnvoyHeaders bool
-	// TLS, if set, serves gRPC over TLS (and Raft over mutual TLS, unless Node.TLS is set
+	// TLS, if set, serves gRPC over TLS (and Raft over mutual TLS, with Node.PeerNames defaulting
+	// to Auth.Nodes when Auth is set, unless Node.TLS is set
 	// otherwise); ClientAuth says whether gRPC clients must present a certificate.
 	TLS        *certs.Reloader
 	ClientAuth tls.ClientAuthType
@@ -82,6 +83,9 @@ func StartInstance(cfg InstanceConfig) (*Instance, error) {
 	}
 	if cfg.TLS != nil && cfg.Node.TLS == nil && cfg.Node.Stream == nil {
 		cfg.Node.TLS = cfg.TLS
+		if cfg.Auth != nil && cfg.Node.PeerNames == nil {
+			cfg.Node.PeerNames = cfg.Auth.Nodes // the members' certificate names (--node-identities)
+		}
 	}
 	n, err := node.Start(cfg.Node)
 	if err != nil {

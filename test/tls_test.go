@@ -33,7 +33,10 @@ func mustReloader(t *testing.T, dir, name string) *certs.Reloader {
 func TestTLS_ClusterOverTLSWithMutualTLSBetweenMembers(t *testing.T) {
 	pki := mustPKI(t)
 	node := mustReloader(t, pki, "node")
-	c := mustStartClusterWith(t, 3, func(ic *server.InstanceConfig) { ic.TLS, ic.ClientAuth = node, tls.VerifyClientCertIfGiven })
+	c := mustStartClusterWith(t, 3, func(ic *server.InstanceConfig) {
+		ic.TLS, ic.ClientAuth = node, tls.VerifyClientCertIfGiven
+		ic.Node.PeerNames = []string{"limiterd-node"} // what limiterd's --node-identities sets
+	})
 
 	// A client that trusts the cluster CA works, through a follower too (members forward over TLS).
 	cl, err := client.New([]string{c.members[c.follower()].apiAddr}, client.Options{RetryFor: 20 * time.Second, TLS: mustReloader(t, pki, "client").ClientConfig("")})
@@ -82,6 +85,14 @@ func TestTLS_ClusterOverTLSWithMutualTLSBetweenMembers(t *testing.T) {
 	stranger.RootCAs = node.ClientConfig("").RootCAs // it trusts us, but we do not trust it
 	if err := try(stranger); err == nil || strings.Contains(err.Error(), "timeout") {
 		t.Fatalf("a peer with a certificate from another CA reached Raft: %v", err)
+	}
+	// Nor with a client certificate of the same CA that does not name a member: a data-plane or
+	// admin client must not be able to append entries or call elections.
+	if err := try(mustReloader(t, pki, "client").ClientConfig("127.0.0.1")); err == nil || strings.Contains(err.Error(), "timeout") {
+		t.Fatalf("a data-plane client certificate reached Raft: %v", err)
+	}
+	if err := try(node.ClientConfig("127.0.0.1")); err == nil || !strings.Contains(err.Error(), "timeout") {
+		t.Fatalf("a member's certificate was refused by Raft: %v (want the connection kept open: a timeout)", err)
 	}
 }
 

@@ -92,7 +92,7 @@ For a local 3-node cluster in one process, run: limiterd dev`,
 	fl.StringVar(&f.clientAuth, "tls-client-auth", "verify-if-given", "gRPC client certificates: none, verify-if-given or require")
 	fl.StringVar(&f.adminTokenFile, "admin-token-file", "", "admin calls (limits, membership, leadership, snapshots) may present this file's token as \"authorization: Bearer TOKEN\"")
 	fl.StringVar(&f.adminIDs, "admin-identities", "admin", "with TLS: client-certificate names (CN or DNS) allowed to make admin calls, comma-separated")
-	fl.StringVar(&f.nodeIDs, "node-identities", "limiterd-node", "with TLS: certificate names of the members (they call each other's admin plane), comma-separated")
+	fl.StringVar(&f.nodeIDs, "node-identities", "limiterd-node", "with TLS: certificate names (CN or DNS) of the members: only they may exchange Raft messages, and they may call each other's admin plane; comma-separated")
 	fl.BoolVar(&f.insecure, "insecure", false, "allow listening on a non-loopback address without TLS (plaintext, unauthenticated)")
 	fl.StringVar(&f.envoyConfig, "envoy-config", "", "serve Envoy's rate limit service (envoy.service.ratelimit.v3) with these envoyproxy/ratelimit YAML files, one domain each: FILE,...")
 	fl.BoolVar(&f.envoyHeaders, "envoy-headers", false, "add X-RateLimit-Limit/Remaining/Reset headers to Envoy rate limit responses")
