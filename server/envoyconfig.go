@@ -37,7 +37,8 @@ type envoyDescriptor struct {
 	RateLimit   *envoyRate        `yaml:"rate_limit"`
 	ShadowMode  bool              `yaml:"shadow_mode"`
 	Descriptors []envoyDescriptor `yaml:"descriptors"`
-	// Accepted for compatibility, not used: envoyproxy/ratelimit's replaces and detailed_metric.
+	// detailed_metric is accepted for compatibility and not used; replaces is refused (not
+	// supported: silently ignoring it would apply both limits).
 	Replaces       []map[string]string `yaml:"replaces"`
 	DetailedMetric bool                `yaml:"detailed_metric"`
 }
@@ -110,14 +111,17 @@ func (c *EnvoyConfig) add(path string, data []byte) error {
 		return fmt.Errorf("envoy config %s: domain %q is configured twice", path, f.Domain)
 	}
 	root := &envoyNode{children: map[string]*envoyNode{}}
-	if err := c.addLevel(path, f.Domain, f.Domain, root, f.Descriptors); err != nil {
+	if err := c.addLevel(path, f.Domain, f.Domain, f.Domain, root, f.Descriptors); err != nil {
 		return err
 	}
 	c.domains[f.Domain] = root
 	return nil
 }
 
-func (c *EnvoyConfig) addLevel(path, domain, at string, n *envoyNode, ds []envoyDescriptor) error {
+// addLevel adds one level of descriptors. at is the readable path (for messages and limit names);
+// uid is the same path with separators no key or value can forge, so two different paths never
+// share a limit ("a.b" > "c" and "a" > "b" > "c" read alike but are not the same).
+func (c *EnvoyConfig) addLevel(path, domain, at, uid string, n *envoyNode, ds []envoyDescriptor) error {
 	for _, d := range ds {
 		if d.Key == "" {
 			return fmt.Errorf("envoy config %s: %s: a descriptor without a key", path, at)
@@ -127,6 +131,12 @@ func (c *EnvoyConfig) addLevel(path, domain, at string, n *envoyNode, ds []envoy
 			id = d.Key + "_" + d.Value
 		}
 		here := at + "." + id
+		if strings.HasSuffix(d.Value, "*") {
+			return fmt.Errorf("envoy config %s: %s: wildcard values are not supported; list each value, or leave value out to match any", path, here)
+		}
+		if len(d.Replaces) > 0 {
+			return fmt.Errorf("envoy config %s: %s: replaces is not supported", path, here)
+		}
 		if _, dup := n.children[id]; dup {
 			return fmt.Errorf("envoy config %s: %s: configured twice", path, here)
 		}
@@ -143,23 +153,23 @@ func (c *EnvoyConfig) addLevel(path, domain, at string, n *envoyNode, ds []envoy
 					return fmt.Errorf("envoy config %s: %s: rate_limit.requests_per_unit: %w", path, here, err)
 				}
 				rule.unit, rule.per, rule.rpu = u.unit, u.per, r.RequestsPerUnit
-				rule.limit = envoyLimitName(here)
+				rule.limit = envoyLimitName(here, uid+"\x00"+d.Key+"\x01"+d.Value)
 				c.rules = append(c.rules, rule)
 			}
 			child.rule = rule
 		}
-		if err := c.addLevel(path, domain, here, child, d.Descriptors); err != nil {
+		if err := c.addLevel(path, domain, here, uid+"\x00"+d.Key+"\x01"+d.Value, child, d.Descriptors); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// envoyLimitName turns a descriptor path into a valid, unique limit name: the path with other
-// characters replaced, cut to fit, and a hash of the exact path.
-func envoyLimitName(path string) string {
+// envoyLimitName turns a descriptor path into a valid, unique limit name: the readable path with
+// other characters replaced, cut to fit, and a hash of the exact path (uid).
+func envoyLimitName(path, uid string) string {
 	h := fnv.New32a()
-	h.Write([]byte(path))
+	h.Write([]byte(uid))
 	var b strings.Builder
 	b.WriteString("envoy/")
 	for _, r := range path {
@@ -200,7 +210,7 @@ func (c *EnvoyConfig) match(domain string, keys, values []string) *envoyRule {
 func (c *EnvoyConfig) Limits() []LimitDecl {
 	var out []LimitDecl
 	for _, r := range c.rules {
-		out = append(out, LimitDecl{Name: r.limit, Rate: r.rpu, Per: r.per})
+		out = append(out, LimitDecl{Name: r.limit, Rate: r.rpu, Per: r.per, Enforce: true})
 	}
 	return out
 }

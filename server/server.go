@@ -76,6 +76,11 @@ type LimitDecl struct {
 	Rate  int64
 	Per   time.Duration
 	Burst int64
+	// Enforce keeps the limit as declared: the leader re-creates it when it is missing (deleted,
+	// or a backup without it was restored) and sets it back when it differs. For limits whose
+	// declaration is the source of truth (Envoy's configuration); without it a declared limit is
+	// only created when missing at startup, and later changes through the API stand.
+	Enforce bool
 }
 
 // New returns a Server for n.
@@ -136,14 +141,20 @@ func (s *Server) background() {
 	defer s.wg.Done()
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
+	ticks := 0
 	for {
 		s.updateHealth()
 		if !s.registered() {
 			s.register()
 		}
-		if !s.limitsDone && s.node.IsLeader() {
-			s.limitsDone = s.createDeclaredLimits()
+		if s.node.IsLeader() {
+			if !s.limitsDone {
+				s.limitsDone = s.createDeclaredLimits(true)
+			} else if ticks%8 == 0 { // every 2 s: put enforced limits back if they were changed
+				s.createDeclaredLimits(false)
+			}
 		}
+		ticks++
 		select {
 		case <-s.stop:
 			return
@@ -206,14 +217,25 @@ func (s *Server) serving() bool {
 	return r.CommitIndex() <= r.AppliedIndex()+maxServingLag
 }
 
-// createDeclaredLimits creates, on the leader, every declared limit that does not exist yet, and
-// reports whether all of them exist now. Existing limits are left as they are.
-func (s *Server) createDeclaredLimits() bool {
+// createDeclaredLimits makes the declared limits exist on the leader and reports whether it
+// could. On the first pass it creates every missing one; existing limits are left as they are,
+// except Enforce ones, which are set back to their declaration. Later passes (first false) look
+// at Enforce limits only.
+func (s *Server) createDeclaredLimits(first bool) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for _, l := range s.limits {
-		if _, err := s.node.FSM().Limit(l.Name); err == nil {
+		if !first && !l.Enforce {
 			continue
+		}
+		if info, err := s.node.FSM().Limit(l.Name); err == nil {
+			burst := l.Burst
+			if burst == 0 {
+				burst = l.Rate
+			}
+			if !l.Enforce || (info.Rate == l.Rate && info.Period == l.Per && info.Burst == burst) {
+				continue
+			}
 		}
 		resp, err := s.node.Propose(ctx, fsm.Command{Kind: fsm.KindSetLimit, Limit: fsm.LimitSpec{Name: l.Name, Rate: l.Rate, Period: l.Per, Burst: l.Burst}})
 		if err == nil {
@@ -223,7 +245,7 @@ func (s *Server) createDeclaredLimits() bool {
 			s.log.Warn("create declared limit", "limit", l.Name, "err", err)
 			return false
 		}
-		s.log.Info("created declared limit", "limit", l.Name, "rate", l.Rate, "per", l.Per, "burst", l.Burst)
+		s.log.Info("set declared limit", "limit", l.Name, "rate", l.Rate, "per", l.Per, "burst", l.Burst)
 	}
 	return true
 }

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -156,6 +157,8 @@ func TestEnvoy_BadConfigNamesTheProblem(t *testing.T) {
 		"no key":        {"domain: d\ndescriptors:\n  - value: v\n", "without a key"},
 		"unknown field": {"domain: d\ndescriptors:\n  - key: k\n    rate_limits: {}\n", "rate_limits"},
 		"duplicate":     {"domain: d\ndescriptors:\n  - {key: k, value: v}\n  - {key: k, value: v}\n", "configured twice"},
+		"wildcard":      {"domain: d\ndescriptors:\n  - {key: k, value: v*, rate_limit: {unit: second, requests_per_unit: 1}}\n", "wildcard values are not supported"},
+		"replaces":      {"domain: d\ndescriptors:\n  - {key: k, replaces: [{name: x}], rate_limit: {unit: second, requests_per_unit: 1}}\n", "replaces is not supported"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -169,6 +172,63 @@ func TestEnvoy_BadConfigNamesTheProblem(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestEnvoy_ConfiguredLimitsAreKeptAsConfigured: the Envoy configuration is the source of truth
+// for its limits: one deleted (or lost to a restored backup) comes back, one changed through the
+// admin API is set back; and paths that read alike ("a.b" > "c", "a" > "b" > "c") never share one.
+func TestEnvoy_ConfiguredLimitsAreKeptAsConfigured(t *testing.T) {
+	dir := t.TempDir()
+	files := map[string]string{
+		"one.yaml": "domain: a.b\ndescriptors:\n  - {key: c, rate_limit: {unit: minute, requests_per_unit: 5}}\n",
+		"two.yaml": "domain: a\ndescriptors:\n  - key: b\n    descriptors:\n      - {key: c, rate_limit: {unit: hour, requests_per_unit: 7}}\n",
+	}
+	var paths []string
+	for name, body := range files {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, p)
+	}
+	cfg, err := server.LoadEnvoyConfig(paths...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := mustStartClusterWith(t, 3, func(ic *server.InstanceConfig) { ic.Envoy = cfg })
+	cl := c.mustClient()
+	limitOf := func(rate int64) string {
+		var name string
+		waitFor(t, 20*time.Second, fmt.Sprintf("a configured limit of %d", rate), func() bool {
+			lis, err := cl.ListLimits(ctxT(t, 5*time.Second))
+			if err != nil || len(lis) != 2 {
+				return false
+			}
+			for _, li := range lis {
+				if li.GetRate() == rate {
+					name = li.GetName()
+					return true
+				}
+			}
+			return false
+		})
+		return name
+	}
+	five, seven := limitOf(5), limitOf(7)
+	if five == seven {
+		t.Fatalf("two configured paths share the limit %q", five)
+	}
+	if err := cl.DeleteLimit(ctxT(t, 5*time.Second), five); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.SetLimit(ctxT(t, 5*time.Second), seven, 1000, time.Second, 0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the deleted limit back and the changed one set back", func() bool {
+		a, errA := cl.GetLimit(ctxT(t, 5*time.Second), five)
+		b, errB := cl.GetLimit(ctxT(t, 5*time.Second), seven)
+		return errA == nil && errB == nil && a.GetRate() == 5 && b.GetRate() == 7 && time.Duration(b.GetPeriodNanos()) == time.Hour
+	})
 }
 
 func TestEnvoy_ExampleConfigInDeployLoads(t *testing.T) {
