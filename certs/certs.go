@@ -184,7 +184,7 @@ func (r *Reloader) PeerServerConfig(names []string) *tls.Config {
 // carry one of names (any name when names is empty).
 func (r *Reloader) PeerClientConfig(serverName string, names []string) *tls.Config {
 	c := r.ClientConfig(serverName)
-	c.VerifyConnection = RequirePeerName(names)
+	c.VerifyConnection = RequirePeerName(names) // after Go's own checks against the CA
 	return c
 }
 

@@ -106,7 +106,7 @@ func StartInstance(cfg InstanceConfig) (*Instance, error) {
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS.ServerConfig(cfg.ClientAuth))))
 		// Members reach each other's gRPC port (forwarding, joining) with their own certificate.
-		sopts.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg.TLS.ClientConfig("")))}
+		sopts.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(cfg.TLS.ClientCredentials())} // follows CA rotation
 	}
 	if cfg.Auth != nil && cfg.Auth.TokenFile != "" {
 		// Members calling each other (joining, registering) present the admin token too.
