@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"math"
 	"strings"
 	"time"
 
@@ -54,7 +55,7 @@ func (e *EnvoyService) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimit
 		if rule == nil || rule.unlimited {
 			continue
 		}
-		st.CurrentLimit = &rlsv3.RateLimitResponse_RateLimit{Name: rule.name, RequestsPerUnit: uint32(rule.rpu), Unit: rule.unit}
+		st.CurrentLimit = &rlsv3.RateLimitResponse_RateLimit{Name: rule.name, RequestsPerUnit: clampU32(rule.rpu), Unit: rule.unit}
 		h := hits
 		if d.GetHitsAddend() != nil {
 			h = d.GetHitsAddend().GetValue()
@@ -100,7 +101,7 @@ func (e *EnvoyService) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimit
 
 // fill records one decision in its descriptor status.
 func (e *EnvoyService) fill(resp *rlsv3.RateLimitResponse, st *rlsv3.RateLimitResponse_DescriptorStatus, rule *envoyRule, d *limiterpb.Decision) {
-	st.LimitRemaining = uint32(max(0, d.GetRemaining()))
+	st.LimitRemaining = clampU32(d.GetRemaining())
 	st.DurationUntilReset = durationpb.New(time.Duration(d.GetResetAfterNanos()))
 	if !d.GetAllowed() {
 		over(resp, st, rule)
@@ -152,4 +153,10 @@ func envoyHeaders(sts []*rlsv3.RateLimitResponse_DescriptorStatus) []*corev3.Hea
 		{Key: "X-RateLimit-Remaining", Value: fmt.Sprint(best.GetLimitRemaining())},
 		{Key: "X-RateLimit-Reset", Value: fmt.Sprint(reset)},
 	}
+}
+
+// clampU32 fits a count into Envoy's uint32 fields: negative as 0, too large as the maximum
+// (limits up to 2^63 per unit are valid here).
+func clampU32(v int64) uint32 {
+	return uint32(min(max(v, 0), math.MaxUint32))
 }

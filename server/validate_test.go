@@ -1,6 +1,7 @@
 package server
 
 import (
+	"math"
 	"net"
 	"strings"
 	"testing"
@@ -88,6 +89,14 @@ func TestAdvertisedAPIAddr_NeverAWildcard(t *testing.T) {
 		}
 		if got := advertisedAPIAddr(a, c.raftAddr); got != c.want {
 			t.Errorf("bound %s, raft %s: got %s, want %s", c.bound, c.raftAddr, got, c.want)
+		}
+	}
+}
+
+func TestClampU32_FitsEnvoyFields(t *testing.T) {
+	for in, want := range map[int64]uint32{-5: 0, 0: 0, 7: 7, math.MaxUint32: math.MaxUint32, math.MaxUint32 + 1: math.MaxUint32, math.MaxInt64: math.MaxUint32} {
+		if got := clampU32(in); got != want {
+			t.Errorf("clampU32(%d) = %d, want %d", in, got, want)
 		}
 	}
 }
