@@ -17,6 +17,25 @@ func mustPKI(t *testing.T) string {
 	return dir
 }
 
+// rotate copies a PKI's node certificate, key and CA into live, each by an atomic rename, as a
+// certificate manager would.
+func rotate(t *testing.T, from, live string) {
+	t.Helper()
+	for _, f := range []string{"node.pem", "node-key.pem", "ca.pem"} {
+		data, err := os.ReadFile(filepath.Join(from, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmp := filepath.Join(live, f+".tmp")
+		if err := os.WriteFile(tmp, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(live, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func presented(t *testing.T, r *Reloader) []byte {
 	t.Helper()
 	cfg, err := r.ServerConfig(tls.NoClientCert).GetConfigForClient(&tls.ClientHelloInfo{})
@@ -29,21 +48,7 @@ func presented(t *testing.T, r *Reloader) []byte {
 func TestReloader_PicksUpRotatedFilesWithoutARestart(t *testing.T) {
 	a, b := mustPKI(t), mustPKI(t)
 	live := t.TempDir()
-	cp := func(from string) {
-		for _, f := range []string{"node.pem", "node-key.pem", "ca.pem"} {
-			data, err := os.ReadFile(filepath.Join(from, f))
-			if err != nil {
-				t.Fatal(err)
-			}
-			tmp := filepath.Join(live, f+".tmp")
-			if err := os.WriteFile(tmp, data, 0o600); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Rename(tmp, filepath.Join(live, f)); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	cp := func(from string) { rotate(t, from, live) }
 	cp(a)
 	r, err := NewReloader(Files{Cert: filepath.Join(live, "node.pem"), Key: filepath.Join(live, "node-key.pem"), CA: filepath.Join(live, "ca.pem")})
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -15,20 +14,7 @@ import (
 func TestClientCredentials_FollowACARotation(t *testing.T) {
 	a, b := mustPKI(t), mustPKI(t)
 	live := t.TempDir()
-	cp := func(from string) {
-		for _, f := range []string{"node.pem", "node-key.pem", "ca.pem"} {
-			data, err := os.ReadFile(filepath.Join(from, f))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join(live, f+".tmp"), data, 0o600); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Rename(filepath.Join(live, f+".tmp"), filepath.Join(live, f)); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	cp := func(from string) { rotate(t, from, live) }
 	cp(a)
 	client, err := NewReloader(Files{Cert: filepath.Join(live, "node.pem"), Key: filepath.Join(live, "node-key.pem"), CA: filepath.Join(live, "ca.pem")})
 	if err != nil {
