@@ -612,3 +612,28 @@ func TestCluster_RemovedRunningMemberStaysRemoved(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// TestCluster_HaltedLeaderHandsLeadershipOverAndServesNothing: a committed entry the state
+// machine cannot apply halts every replica alike; the leader that halts hands leadership over
+// (a member with a newer binary could lead on), and no member answers reads from frozen state.
+func TestCluster_HaltedLeaderHandsLeadershipOverAndServesNothing(t *testing.T) {
+	c := mustStartCluster(t, 3)
+	cl := c.mustClient()
+	mustSetLimit(t, cl, "h", 1, time.Hour, 10)
+	l := c.waitLeader()
+	r := c.members[l].in.Node.Raft()
+	if err := r.Apply([]byte{0xff, 0xff, 0xff}, 5*time.Second).Error(); err != nil {
+		t.Fatalf("append a corrupt entry: %v", err)
+	}
+	waitFor(t, 20*time.Second, "the halted leader to hand leadership over", func() bool {
+		return r.State().String() != "Leader"
+	})
+	for _, m := range c.members {
+		if m.in.Node.IsLeader() {
+			t.Fatalf("%s serves as a ready leader with a halted state machine", m.id)
+		}
+	}
+	if _, _, err := cl.Peek(ctxT(t, 3*time.Second), "h", "k", 1, true); err == nil {
+		t.Fatal("a stale read was answered from a halted state machine")
+	}
+}
