@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"time"
 )
@@ -155,10 +156,8 @@ func RequirePeerName(names []string) func(tls.ConnectionState) error {
 			return errors.New("tls: the peer presented no certificate")
 		}
 		for _, n := range Names(cs.PeerCertificates[0]) {
-			for _, want := range names {
-				if n == want {
-					return nil
-				}
+			if slices.Contains(names, n) {
+				return nil
 			}
 		}
 		return fmt.Errorf("tls: peer certificate %v is not one of %v", Names(cs.PeerCertificates[0]), names)

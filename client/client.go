@@ -114,8 +114,8 @@ var reconnect = grpc.ConnectParams{
 	MinConnectTimeout: 5 * time.Second,
 }
 
-// isLoopback reports whether a host:port names this machine (localhost or a loopback IP).
-func isLoopback(addr string) bool {
+// IsLoopback reports whether a host:port names this machine (localhost or a loopback IP).
+func IsLoopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return false
@@ -143,7 +143,7 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 		return conn, nil
 	}
 	dial := c.opts.DialOptions
-	if c.strict != nil && !isLoopback(addr) {
+	if c.strict != nil && !IsLoopback(addr) {
 		dial = c.strict // gRPC then refuses to send the token over this plaintext connection
 	}
 	conn, err := grpc.NewClient(addr, dial...)

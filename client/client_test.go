@@ -150,8 +150,8 @@ func TestToken_PlaintextOnlyToLoopback(t *testing.T) {
 		"127.0.0.1:7401": true, "127.3.2.1:1": true, "localhost:7401": true, "[::1]:7401": true,
 		"10.0.0.7:7401": false, "172.17.0.1:7401": false, "node-1.limiter:7401": false, "garbage": false,
 	} {
-		if got := isLoopback(addr); got != want {
-			t.Errorf("isLoopback(%q) = %v, want %v", addr, got, want)
+		if got := IsLoopback(addr); got != want {
+			t.Errorf("IsLoopback(%q) = %v, want %v", addr, got, want)
 		}
 	}
 	c, err := New([]string{"127.0.0.1:1"}, Options{Token: "secret", AllowPlaintextToken: true})

@@ -3,9 +3,9 @@ package server
 import (
 	"context"
 	"crypto/subtle"
-	"crypto/x509"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -16,6 +16,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+
+	"github.com/limiterd/limiter/certs"
 )
 
 // Auth decides who may call the admin plane (limits, membership, leadership, snapshots): a
@@ -74,7 +76,7 @@ func adminMethod(full string) bool {
 func (a *Auth) authorize(ctx context.Context) error {
 	if ids := peerIdentities(ctx); len(ids) > 0 {
 		for _, id := range ids {
-			if contains(a.Admins, id) || contains(a.Nodes, id) {
+			if slices.Contains(a.Admins, id) || slices.Contains(a.Nodes, id) {
 				return nil
 			}
 		}
@@ -112,24 +114,7 @@ func peerIdentities(ctx context.Context) []string {
 		return nil
 	}
 	c := ti.State.VerifiedChains[0][0]
-	return identities(c)
-}
-
-func identities(c *x509.Certificate) []string {
-	out := []string{}
-	if c.Subject.CommonName != "" {
-		out = append(out, c.Subject.CommonName)
-	}
-	return append(out, c.DNSNames...)
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
+	return certs.Names(c)
 }
 
 // UnaryInterceptor enforces Auth on admin calls.

@@ -42,7 +42,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/signal"
 	"regexp"
@@ -379,11 +378,7 @@ func rangeArgs(required int, names ...string) cobra.PositionalArgs {
 // allLoopback reports whether every address is on this machine.
 func allLoopback(addrs []string) bool {
 	for _, a := range addrs {
-		host, _, err := net.SplitHostPort(a)
-		if err != nil {
-			return false
-		}
-		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		if !client.IsLoopback(a) {
 			return false
 		}
 	}

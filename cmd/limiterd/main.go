@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -23,6 +22,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/limiterd/limiter/certs"
+	"github.com/limiterd/limiter/client"
 	"github.com/limiterd/limiter/node"
 	"github.com/limiterd/limiter/server"
 )
@@ -213,7 +213,7 @@ func runNode(ctx context.Context, f nodeFlags, limits []server.LimitDecl, stdout
 		}
 	} else if !f.insecure {
 		for name, addr := range map[string]string{"--api-addr": f.apiAddr, "--raft-addr": f.raftAddr, "--raft-bind": f.raftBind, "--metrics-addr": f.metricsAddr} {
-			if addr != "" && !loopback(addr) {
+			if addr != "" && !client.IsLoopback(addr) {
 				return fmt.Errorf("%s %s is not a loopback address and TLS is off: give --tls-cert, --tls-key and --tls-ca, or --insecure to serve plaintext anyway", name, addr)
 			}
 		}
@@ -259,18 +259,6 @@ func runNode(ctx context.Context, f nodeFlags, limits []server.LimitDecl, stdout
 }
 
 // loopback reports whether addr (host:port) can only be reached from this machine.
-func loopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
 func splitList(s string) []string {
 	var out []string
 	for _, p := range strings.Split(s, ",") {
