@@ -39,8 +39,9 @@ func (n *Node) Members(ctx context.Context) ([]Member, error) {
 	return out, nil
 }
 
-// AddVoter adds a voting member, or records its API address if it is already a voter at that
-// Raft address (so the call is idempotent and doubles as registration). Leader only.
+// AddVoter adds a voting member, or records its API address if it is already a member at that
+// Raft address (so the call is idempotent and doubles as registration; a nonvoter stays one until
+// the rejoin protocol promotes it). Leader only.
 func (n *Node) AddVoter(ctx context.Context, id, raftAddr, apiAddr string) error {
 	if !n.IsLeader() {
 		return ErrNotLeader
@@ -54,7 +55,9 @@ func (n *Node) AddVoter(ctx context.Context, id, raftAddr, apiAddr string) error
 	}
 	present := false
 	for _, s := range cf.Configuration().Servers {
-		if s.ID == raft.ServerID(id) && s.Address == raft.ServerAddress(raftAddr) && s.Suffrage == raft.Voter {
+		if s.ID == raft.ServerID(id) && s.Address == raft.ServerAddress(raftAddr) {
+			// A nonvoter is a member back from a lost volume that is still catching up; it is
+			// promoted by the rejoin protocol (rejoin.go) once it holds the log, not here.
 			present = true
 		} else if s.Address == raft.ServerAddress(raftAddr) && s.ID != raft.ServerID(id) {
 			return fmt.Errorf("add voter %s: %w: %s is held by member %s; remove it first", id, ErrAddressInUse, raftAddr, s.ID)

@@ -6,13 +6,11 @@ package node
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -35,6 +33,15 @@ type Node struct {
 	raft  *raft.Raft
 	trans *guardedTransport // raft's NetworkTransport with the TimeoutNow guards (transport.go)
 	store *raftboltdb.BoltStore
+	snaps *raft.FileSnapshotStore
+	mux   *muxStream // the Raft port: cluster-ID handshake and discovery (mux.go)
+
+	// name is the member's name (--id); cfg.ID is its Raft ID, which differs after it came back
+	// from a lost volume (rejoin.go). meta is node.json.
+	name    string
+	metaMu  sync.Mutex
+	meta    nodeMeta
+	started atomic.Bool // raft is running (n.raft is set)
 
 	batch *batcher
 	clock stampClock
@@ -61,14 +68,12 @@ type Node struct {
 	wg         sync.WaitGroup
 }
 
-// nodeMeta is written to node.json so a data dir cannot be reused by another node by mistake.
-type nodeMeta struct {
-	ID string `json:"id"`
-}
-
-// Start opens (or creates) the data dir and starts Raft. With an empty data dir it bootstraps
-// (cfg.Bootstrap) or waits to be added (cfg.Join); with state it restarts from it.
-func Start(cfg Config) (*Node, error) {
+// Start opens (or creates) the data dir and starts Raft. With state in the data dir it restarts
+// from it. With an empty data dir it joins (cfg.Join: waits to be added), or, with bootstrap
+// members, asks them first (discover.go): it bootstraps a new cluster only when every listed member
+// answers and none has a history, and comes back as a new member identity when the cluster
+// already has one. Start waits for peers while that is undecided; ctx bounds the wait.
+func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -85,7 +90,7 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), shutdownCh: make(chan struct{})}
+	n := &Node{cfg: cfg, name: cfg.ID, log: cfg.Logger.With("node", cfg.ID), shutdownCh: make(chan struct{})}
 	ok := false
 	defer func() {
 		if !ok {
@@ -97,9 +102,11 @@ func Start(cfg Config) (*Node, error) {
 		}
 	}()
 
-	if err := n.checkDataDir(); err != nil {
+	meta, err := checkDataDir(cfg.DataDir, cfg.ID)
+	if err != nil {
 		return nil, err
 	}
+	n.meta = meta
 	f, err := fsm.New(cfg.FSM)
 	if err != nil {
 		return nil, err
@@ -127,9 +134,16 @@ func Start(cfg Config) (*Node, error) {
 		}).With("node", cfg.ID)
 	}
 	snapDir := cfg.DataDir
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(snapDir, 2, hl)
+	n.snaps, err = raft.NewFileSnapshotStoreWithLogger(snapDir, 2, hl)
 	if err != nil {
 		return nil, fmt.Errorf("open snapshot store in %s: %w", snapDir, err)
+	}
+	has, err := raft.HasExistingState(n.store, n.store, n.snaps)
+	if err != nil {
+		return nil, fmt.Errorf("read raft state in %s: %w", cfg.DataDir, err)
+	}
+	if !has && len(cfg.Bootstrap) == 0 && !cfg.Join {
+		return nil, fmt.Errorf("%w %s: pass bootstrap members to create a cluster, or join to be added to one", ErrNoState, cfg.DataDir)
 	}
 
 	stream := cfg.Stream
@@ -143,20 +157,44 @@ func Start(cfg Config) (*Node, error) {
 			stream = &tlsStream{tcpStream: tcp, tls: cfg.TLS, names: cfg.PeerNames}
 		}
 	}
-	tc := &raft.NetworkTransportConfig{Stream: stream, MaxPool: 3, Timeout: 10 * time.Second, Logger: hl}
-	if len(cfg.PeerAddrs) > 0 {
-		// raft also asks for this node's own ID (EncodePeer on every heartbeat): answer it with the
-		// advertised address so that is not a warning per heartbeat.
-		addrs := peerAddrs{cfg.ID: cfg.RaftAddr}
-		for id, a := range cfg.PeerAddrs {
-			addrs[id] = a
-		}
-		tc.ServerAddressProvider = addrs
+	// The Raft port answers discovery from here on; Raft connections wait for raft to run.
+	n.mux = newMuxStream(stream, meta.ClusterID, n.answerProbe, n.log)
+	tc := &raft.NetworkTransportConfig{Stream: n.mux, MaxPool: 3, Timeout: 10 * time.Second, Logger: hl}
+	// raft also asks for this node's own ID (EncodePeer on every heartbeat): answer it with the
+	// advertised address so that is not a warning per heartbeat. Peers are found by Raft ID or,
+	// for a member back under a new identity, by name.
+	addrs := &peerAddrs{byID: map[string]string{}}
+	for id, a := range cfg.PeerAddrs {
+		addrs.byID[id] = a
 	}
+	tc.ServerAddressProvider = addrs // filled in with this node's own Raft ID below, before raft runs
 	n.trans = newGuardedTransport(raft.NewNetworkTransportWithConfig(tc))
 
+	rejoining := false
+	if !has && len(cfg.Bootstrap) > 0 {
+		d, err := n.discover(ctx)
+		if err != nil {
+			return nil, err
+		}
+		meta.ClusterID = d.clusterID
+		if d.rejoin {
+			meta.RaftID, rejoining = newIncarnation(cfg.ID), true // never reuse an ID: see rejoin.go
+		} else {
+			meta.RaftID = cfg.ID
+		}
+		if err := n.updateMeta(meta); err != nil {
+			return nil, err
+		}
+	}
+	n.cfg.ID = n.meta.RaftID
+	addrs.byID[n.cfg.ID] = cfg.RaftAddr
+	addrs.self = n.cfg.ID
+	if n.cfg.ID != cfg.ID {
+		n.log = n.log.With("raft_id", n.cfg.ID)
+	}
+
 	rc := raft.DefaultConfig()
-	rc.LocalID = raft.ServerID(cfg.ID)
+	rc.LocalID = raft.ServerID(n.cfg.ID)
 	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
 	rc.ElectionTimeout = cfg.ElectionTimeout
 	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
@@ -171,12 +209,25 @@ func Start(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("raft config: %w", err)
 	}
 
-	has, err := raft.HasExistingState(n.store, n.store, snaps)
-	if err != nil {
-		return nil, fmt.Errorf("read raft state in %s: %w", cfg.DataDir, err)
+	bootstrapOnly := false
+	if !has && len(cfg.Bootstrap) > 0 && !rejoining {
+		var servers []raft.Server
+		for _, p := range cfg.Bootstrap {
+			servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.RaftAddr)})
+		}
+		if err := raft.BootstrapCluster(rc, n.store, n.store, n.snaps, n.trans, raft.Configuration{Servers: servers}); err != nil {
+			return nil, fmt.Errorf("bootstrap: %w", err)
+		}
+		n.log.Info("bootstrapped a new cluster", "members", len(servers), "cluster_id", meta.ClusterID)
+		bootstrapOnly = true
+	} else if has && len(cfg.Bootstrap) > 0 {
+		_, term, last := n.localState()
+		bootstrapOnly = term <= 1 && last <= 1
 	}
-	if !has && len(cfg.Bootstrap) == 0 && !cfg.Join {
-		return nil, fmt.Errorf("%w %s: pass bootstrap members to create a cluster, or join to be added to one", ErrNoState, cfg.DataDir)
+	if bootstrapOnly && len(cfg.Bootstrap) > 1 {
+		if err := n.waitPeersBootstrapped(ctx); err != nil {
+			return nil, err
+		}
 	}
 
 	if has && cfg.LeaseDuration > 0 {
@@ -185,83 +236,48 @@ func Start(cfg Config) (*Node, error) {
 		// A full heartbeat timeout covers the lease plus the heartbeat interval and drift.
 		time.Sleep(cfg.HeartbeatTimeout)
 	}
-	n.raft, err = raft.NewRaft(rc, &raftFSM{f: f, log: n.log, applied: n.clock.observe, mono: cfg.Mono, n: n}, n.store, n.store, snaps, n.trans)
+	n.raft, err = raft.NewRaft(rc, &raftFSM{f: f, log: n.log, applied: n.clock.observe, mono: cfg.Mono, n: n}, n.store, n.store, n.snaps, n.trans)
 	if err != nil {
-		if metas, lerr := snaps.List(); lerr == nil && len(metas) > 0 {
+		if metas, lerr := n.snaps.List(); lerr == nil && len(metas) > 0 {
 			return nil, fmt.Errorf("start raft from %s (newest snapshot %s): %w",
 				cfg.DataDir, filepath.Join(snapDir, "snapshots", metas[0].ID), err)
 		}
 		return nil, fmt.Errorf("start raft from %s: %w", cfg.DataDir, err)
 	}
+	n.started.Store(true)
+	n.mux.raftOn.Store(true)
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		n.trans.pump(func() raft.ServerID { _, id := n.raft.LeaderWithID(); return id }, n.shutdownCh)
+		n.trans.pump(func() raft.ServerID { _, id := n.raft.LeaderWithID(); return id }, n.canVote, n.shutdownCh)
 	}()
-	if !has && len(cfg.Bootstrap) > 0 {
-		var servers []raft.Server
-		for _, p := range cfg.Bootstrap {
-			servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.RaftAddr)})
-		}
-		if err := n.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil {
-			return nil, fmt.Errorf("bootstrap: %w", err)
-		}
-		n.log.Info("bootstrapped a new cluster", "members", len(servers))
-	} else if has {
+	if has {
 		n.log.Info("restarted from existing state", "data_dir", cfg.DataDir)
-	}
-	if err := n.writeMeta(); err != nil {
-		return nil, err
 	}
 
 	n.batch = newBatcher(n)
 	n.wg.Add(2)
 	go n.batch.run()
 	go n.watchLeadership()
+	if rejoining {
+		n.spawn(n.rejoin)
+	}
+	if n.clusterID() == "" {
+		n.spawn(n.learnClusterID)
+	}
 	ok = true
 	return n, nil
 }
 
-// checkDataDir creates the data dir if needed and refuses one that belongs to another node.
-func (n *Node) checkDataDir() error {
-	dir := n.cfg.DataDir
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return fmt.Errorf("create data dir %s: %w", dir, err)
+// updateMeta writes node.json and makes it this node's.
+func (n *Node) updateMeta(m nodeMeta) error {
+	n.metaMu.Lock()
+	defer n.metaMu.Unlock()
+	if err := writeMeta(n.cfg.DataDir, m); err != nil {
+		return err
 	}
-	// A restore spooled here by a process that died mid-upload (server/backup.go) is garbage.
-	if stale, _ := filepath.Glob(filepath.Join(dir, "restore-*.snap.tmp")); len(stale) > 0 {
-		for _, p := range stale {
-			_ = os.Remove(p)
-		}
-	}
-	metaPath := filepath.Join(dir, "node.json")
-	b, err := os.ReadFile(metaPath)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("read %s: %w", metaPath, err)
-	}
-	var m nodeMeta
-	if err := json.Unmarshal(b, &m); err != nil || m.ID == "" {
-		return fmt.Errorf("%s is corrupt (want {\"id\": ...}): %v", metaPath, err)
-	}
-	if m.ID != n.cfg.ID {
-		return fmt.Errorf("%w: %s was created by node %q, not %q", ErrWrongNode, metaPath, m.ID, n.cfg.ID)
-	}
-	return nil
-}
-
-func (n *Node) writeMeta() error {
-	metaPath := filepath.Join(n.cfg.DataDir, "node.json")
-	b, _ := json.Marshal(nodeMeta{ID: n.cfg.ID})
-	tmp := metaPath + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o640); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, metaPath); err != nil {
-		return fmt.Errorf("write %s: %w", metaPath, err)
-	}
+	n.meta = m
+	n.mux.setClusterID(m.ClusterID)
 	return nil
 }
 
@@ -303,7 +319,9 @@ func (n *Node) Shutdown() error {
 
 func (n *Node) closeResources() {
 	if n.trans != nil {
-		n.trans.Close()
+		n.trans.Close() // closes the stream (n.mux) too
+	} else if n.mux != nil {
+		n.mux.Close()
 	}
 	if n.store != nil {
 		n.store.Close()
@@ -488,11 +506,18 @@ func (n *Node) Stamp() int64 {
 	return max(n.clock.stamp(n.cfg.Now(), n.cfg.Mono()), n.fsm.Clock())
 }
 
-// peerAddrs maps server IDs to the addresses to dial them at.
-type peerAddrs map[string]string
+// peerAddrs maps server IDs to the addresses to dial them at: by Raft ID, then (for a member
+// back under a new identity) by member name; this node's own ID is always listed.
+type peerAddrs struct {
+	byID map[string]string
+	self string
+}
 
-func (p peerAddrs) ServerAddr(id raft.ServerID) (raft.ServerAddress, error) {
-	if a, ok := p[string(id)]; ok {
+func (p *peerAddrs) ServerAddr(id raft.ServerID) (raft.ServerAddress, error) {
+	if a, ok := p.byID[string(id)]; ok {
+		return raft.ServerAddress(a), nil
+	}
+	if a, ok := p.byID[MemberName(string(id))]; ok && string(id) != p.self {
 		return raft.ServerAddress(a), nil
 	}
 	return "", fmt.Errorf("no address override for %s", id) // raft then dials the configured address

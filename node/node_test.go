@@ -39,7 +39,7 @@ func testConfig(t *testing.T, id, dir string) Config {
 func mustStartSingle(t *testing.T, cfg Config) *Node {
 	t.Helper()
 	cfg.Bootstrap = []Peer{{ID: cfg.ID, RaftAddr: cfg.RaftAddr}}
-	n, err := Start(cfg)
+	n, err := Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
@@ -56,7 +56,7 @@ func mustStartSingle(t *testing.T, cfg Config) *Node {
 
 func TestStart_EmptyDataDirWithoutBootstrapOrJoinIsRefused(t *testing.T) {
 	cfg := testConfig(t, "n1", t.TempDir())
-	_, err := Start(cfg)
+	_, err := Start(context.Background(), cfg)
 	if !errors.Is(err, ErrNoState) || !strings.Contains(err.Error(), cfg.DataDir) {
 		t.Fatalf("got %v, want ErrNoState naming %s", err, cfg.DataDir)
 	}
@@ -68,7 +68,7 @@ func TestStart_DataDirOfAnotherNodeIsRefused(t *testing.T) {
 	if err := n.Shutdown(); err != nil {
 		t.Fatalf("shutdown: %v", err)
 	}
-	_, err := Start(testConfig(t, "n2", dir))
+	_, err := Start(context.Background(), testConfig(t, "n2", dir))
 	if !errors.Is(err, ErrWrongNode) || !strings.Contains(err.Error(), "node.json") {
 		t.Fatalf("got %v, want ErrWrongNode naming node.json", err)
 	}
@@ -81,7 +81,7 @@ func TestStart_CorruptLogFileIsRefusedWithItsName(t *testing.T) {
 	}
 	cfg := testConfig(t, "n1", dir)
 	cfg.Bootstrap = []Peer{{ID: "n1", RaftAddr: cfg.RaftAddr}}
-	_, err := Start(cfg)
+	_, err := Start(context.Background(), cfg)
 	if err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "raft.db")) {
 		t.Fatalf("got %v, want an error naming raft.db", err)
 	}
@@ -103,7 +103,7 @@ func TestStart_RestartKeepsStateWithoutBootstrap(t *testing.T) {
 		t.Fatalf("shutdown: %v", err)
 	}
 	cfg.Bootstrap = nil // a restart needs no bootstrap
-	n2, err := Start(cfg)
+	n2, err := Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("restart: %v", err)
 	}
@@ -231,7 +231,7 @@ func TestStart_TruncatedLogFileIsRefusedWithItsName(t *testing.T) {
 	if err := os.Truncate(path, fi.Size()/3); err != nil {
 		t.Fatal(err)
 	}
-	n, err := Start(cfg)
+	n, err := Start(context.Background(), cfg)
 	if err == nil {
 		n.Shutdown()
 		t.Fatalf("a truncated raft.db was accepted")
@@ -255,7 +255,7 @@ func TestStart_CorruptSnapshotIsRefusedNotSkipped(t *testing.T) {
 	if err := os.WriteFile(dirs[0], b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	n, err := Start(cfg)
+	n, err := Start(context.Background(), cfg)
 	if err == nil {
 		n.Shutdown()
 		t.Fatalf("a corrupt snapshot was accepted (the state it holds would be silently lost)")
@@ -350,7 +350,7 @@ func TestLocalTake_NotWhileATakeOnTheBucketIsPending(t *testing.T) {
 func TestStart_RestartWaitsOutTheLeaseBeforeStartingRaft(t *testing.T) {
 	cfg := mustDataDirWithState(t)
 	start := time.Now()
-	n, err := Start(cfg)
+	n, err := Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

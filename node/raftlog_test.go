@@ -52,11 +52,15 @@ func TestRaftLogger_FallbackAddressIsDebugNotWarn(t *testing.T) {
 }
 
 func TestPeerAddrs_AnswersForItself(t *testing.T) {
-	p := peerAddrs{"n1": "127.0.0.1:7000", "n2": "127.0.0.1:9002"}
+	p := &peerAddrs{byID: map[string]string{"n1": "127.0.0.1:7000", "n2": "127.0.0.1:9002"}, self: "n1"}
 	if a, err := p.ServerAddr("n1"); err != nil || a != "127.0.0.1:7000" {
 		t.Fatalf("ServerAddr(n1) = %q, %v", a, err)
 	}
 	if _, err := p.ServerAddr("n9"); err == nil {
 		t.Fatal("ServerAddr of an unknown member: want an error so raft falls back to the configured address")
+	}
+	// A member back under a new identity is reached where its name is.
+	if a, err := p.ServerAddr("n2~a1b2c3"); err != nil || a != "127.0.0.1:9002" {
+		t.Fatalf("ServerAddr(n2~a1b2c3) = %q, %v; want n2's address", a, err)
 	}
 }

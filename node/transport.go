@@ -11,6 +11,9 @@ import (
 // errStaleTimeoutNow answers a TimeoutNow that does not come from this node's current leader.
 var errStaleTimeoutNow = errors.New("timeout-now refused: the sender is not this node's current leader")
 
+// errNotVoter answers a vote request to a node that is not a voter of its own configuration.
+var errNotVoter = errors.New("vote refused: this node is not a voter of its own configuration")
+
 // guardedTransport is raft's NetworkTransport with the two guards the read lease needs around
 // TimeoutNow, the message of a leadership transfer. raft's handler of TimeoutNow checks nothing
 // (no term, no sender) and makes the receiver campaign with the transfer flag, which makes every
@@ -31,6 +34,7 @@ type guardedTransport struct {
 	inflight atomic.Int64
 	failed   atomic.Bool
 	refused  atomic.Uint64
+	notVoter atomic.Uint64 // vote requests refused because this node is not a voter
 }
 
 func newGuardedTransport(t *raft.NetworkTransport) *guardedTransport {
@@ -42,15 +46,27 @@ func (g *guardedTransport) Consumer() <-chan raft.RPC { return g.consumer }
 
 // pump passes incoming RPCs to raft, refusing a TimeoutNow whose sender is not leader() (the ID
 // of the leader this node follows, "" when none). It returns when stop closes.
-func (g *guardedTransport) pump(leader func() raft.ServerID, stop <-chan struct{}) {
+//
+// It also refuses vote and pre-vote requests while canVote() is false (this node is not a voter of
+// its own latest configuration): a member back from a lost volume under a new ID listens at its old
+// identity's address, and a vote meant for that identity must not be granted by a node that kept
+// none of its log (hashicorp/raft#235); raft itself grants votes when it has no configuration.
+func (g *guardedTransport) pump(leader func() raft.ServerID, canVote func() bool, stop <-chan struct{}) {
 	in := g.NetworkTransport.Consumer()
 	for {
 		select {
 		case rpc := <-in:
-			if req, ok := rpc.Command.(*raft.TimeoutNowRequest); ok {
+			switch req := rpc.Command.(type) {
+			case *raft.TimeoutNowRequest:
 				if l := leader(); l == "" || raft.ServerID(req.ID) != l {
 					g.refused.Add(1)
 					rpc.Respond(nil, errStaleTimeoutNow)
+					continue
+				}
+			case *raft.RequestVoteRequest, *raft.RequestPreVoteRequest:
+				if !canVote() {
+					g.notVoter.Add(1)
+					rpc.Respond(nil, errNotVoter)
 					continue
 				}
 			}

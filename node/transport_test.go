@@ -28,7 +28,7 @@ func TestGuardedTransport_TimeoutNowOnlyFromTheCurrentLeader(t *testing.T) {
 	leader := raft.ServerID("")
 	stop := make(chan struct{})
 	defer close(stop)
-	go recv.pump(func() raft.ServerID { return leader }, stop)
+	go recv.pump(func() raft.ServerID { return leader }, func() bool { return true }, stop)
 	go func() { // stands in for raft: answer whatever gets through
 		for {
 			select {

@@ -66,8 +66,9 @@ type InstanceConfig struct {
 	Auth *Auth
 }
 
-// StartInstance listens on the API address, starts the Raft node and serves gRPC.
-func StartInstance(cfg InstanceConfig) (*Instance, error) {
+// StartInstance listens on the API address, starts the Raft node and serves gRPC. A new member
+// waits in node.Start for its bootstrap peers (see node/discover.go); ctx bounds that wait.
+func StartInstance(ctx context.Context, cfg InstanceConfig) (*Instance, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -87,7 +88,7 @@ func StartInstance(cfg InstanceConfig) (*Instance, error) {
 			cfg.Node.PeerNames = cfg.Auth.Nodes // the members' certificate names (--node-identities)
 		}
 	}
-	n, err := node.Start(cfg.Node)
+	n, err := node.Start(ctx, cfg.Node)
 	if err != nil {
 		lis.Close()
 		return nil, err

@@ -103,9 +103,7 @@ func mustStartClusterWith(t *testing.T, n int, tweak func(*server.InstanceConfig
 		c.peers = append(c.peers, node.Peer{ID: m.id, RaftAddr: m.raftAddr})
 	}
 	t.Cleanup(c.stopAll)
-	for i := range c.members {
-		c.mustStart(i)
-	}
+	c.mustStartAll()
 	c.waitLeader()
 	return c
 }
@@ -125,6 +123,27 @@ func (c *cluster) nodeConfig(m *member) node.Config {
 // mustStart starts (or restarts, from its data dir) member i.
 func (c *cluster) mustStart(i int) {
 	c.t.Helper()
+	if err := c.start(i); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// mustStartAll starts every member at once: a new member waits in Start for its bootstrap peers.
+func (c *cluster) mustStartAll() {
+	c.t.Helper()
+	errs := make(chan error, len(c.members))
+	for i := range c.members {
+		go func() { errs <- c.start(i) }()
+	}
+	for range c.members {
+		if err := <-errs; err != nil {
+			c.t.Fatal(err)
+		}
+	}
+}
+
+// start starts member i, retrying while its port may still be held by its previous run.
+func (c *cluster) start(i int) error {
 	m := c.members[i]
 	cfg := c.nodeConfig(m)
 	cfg.Bootstrap = c.peers
@@ -133,14 +152,16 @@ func (c *cluster) mustStart(i int) {
 	if c.tweak != nil {
 		c.tweak(&ic)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	for attempt := 0; attempt < 50; attempt++ { // a just-closed port may linger briefly
-		m.in, err = server.StartInstance(ic)
+		m.in, err = server.StartInstance(ctx, ic)
 		if err == nil {
-			return
+			return nil
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	c.t.Fatalf("start %s: %v", m.id, err)
+	return fmt.Errorf("start %s: %w", m.id, err)
 }
 
 // mustJoin starts a new member that joins through the existing members.
@@ -157,7 +178,7 @@ func (c *cluster) mustJoin(id string) *member {
 		}
 	}
 	var err error
-	m.in, err = server.StartInstance(server.InstanceConfig{Node: cfg, APIListen: m.apiAddr, Join: join, Logger: testLogger()})
+	m.in, err = server.StartInstance(context.Background(), server.InstanceConfig{Node: cfg, APIListen: m.apiAddr, Join: join, Logger: testLogger()})
 	if err != nil {
 		c.t.Fatalf("start %s: %v", id, err)
 	}

@@ -2,6 +2,7 @@ package test
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -140,7 +141,7 @@ func TestOps_DeclaredLimitsAreCreatedOnceAndNeverOverridden(t *testing.T) {
 	cfg.RaftLogOutput = io.Discard
 	decl := []server.LimitDecl{{Name: "payments", Rate: 1000, Per: time.Minute}}
 	start := func() *server.Instance {
-		in, err := server.StartInstance(server.InstanceConfig{Node: cfg, APIListen: addrs[1], Logger: testLogger(), Limits: decl})
+		in, err := server.StartInstance(context.Background(), server.InstanceConfig{Node: cfg, APIListen: addrs[1], Logger: testLogger(), Limits: decl})
 		if err != nil {
 			t.Fatal(err)
 		}

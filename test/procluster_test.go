@@ -17,6 +17,7 @@ import (
 
 	"github.com/limiterd/limiter/api/limiterpb"
 	"github.com/limiterd/limiter/client"
+	"github.com/limiterd/limiter/node"
 	"github.com/limiterd/limiter/test/faultnet"
 )
 
@@ -228,7 +229,8 @@ func (c *pcluster) agreedLeader() int {
 		return -1
 	}
 	for _, st := range sts {
-		if st.GetLeaderId() != c.ids[leader] || st.GetLeaderApiAddress() == "" {
+		// By name: a member back from a lost volume leads as name~suffix.
+		if node.MemberName(st.GetLeaderId()) != c.ids[leader] || st.GetLeaderApiAddress() == "" {
 			return -1
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -38,13 +39,18 @@ func startCluster(t *testing.T) []string {
 	for i := 0; i < 3; i++ {
 		peers = append(peers, node.Peer{ID: fmt.Sprintf("n%d", i+1), RaftAddr: addrs[2*i]})
 	}
-	var ins []*server.Instance
+	// The members start together: a new member waits for its bootstrap peers to answer.
+	ins := make([]*server.Instance, len(peers))
+	errs := make([]error, len(peers))
 	t.Cleanup(func() {
 		for _, in := range ins {
-			in.Stop(time.Second)
+			if in != nil {
+				in.Stop(time.Second)
+			}
 		}
 	})
 	var api []string
+	var wg sync.WaitGroup
 	for i, p := range peers {
 		cfg := node.DefaultConfig()
 		cfg.ID, cfg.RaftAddr, cfg.APIAddr, cfg.DataDir = p.ID, p.RaftAddr, addrs[2*i+1], filepath.Join(t.TempDir(), p.ID)
@@ -57,20 +63,26 @@ func startCluster(t *testing.T) []string {
 		if short.Validate() == nil {
 			cfg = short
 		}
-		var in *server.Instance
-		var err error
-		for attempt := 0; attempt < 50; attempt++ { // a just-released port may linger briefly
-			in, err = server.StartInstance(server.InstanceConfig{Node: cfg, APIListen: cfg.APIAddr, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-			if err == nil {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		if err != nil {
-			t.Fatalf("start %s: %v", p.ID, err)
-		}
-		ins = append(ins, in)
 		api = append(api, cfg.APIAddr)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			for attempt := 0; attempt < 50; attempt++ { // a just-released port may linger briefly
+				ins[i], errs[i] = server.StartInstance(ctx, server.InstanceConfig{Node: cfg, APIListen: cfg.APIAddr, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+				if errs[i] == nil {
+					return
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("start %s: %v", peers[i].ID, err)
+		}
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -63,26 +64,40 @@ func runDev(ctx context.Context, f nodeFlags, dataDir string, stdout, stderr io.
 	for i := 0; i < devNodes; i++ {
 		peers = append(peers, node.Peer{ID: fmt.Sprintf("n%d", i+1), RaftAddr: fmt.Sprintf("127.0.0.1:%d", devRaftBase+i)})
 	}
-	var ins []*server.Instance
-	defer func() {
-		for _, in := range ins {
-			if err := in.Stop(2 * time.Second); err != nil {
-				log.Warn("stop", "err", err)
-			}
-		}
-	}()
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	// The members start together: a new member waits for its bootstrap peers to answer.
+	ins := make([]*server.Instance, len(peers))
+	errs := make([]error, len(peers))
+	var wg sync.WaitGroup
 	for i, p := range peers {
 		cfg := node.DefaultConfig()
 		cfg.ID, cfg.RaftAddr, cfg.DataDir, cfg.Bootstrap = p.ID, p.RaftAddr, filepath.Join(dataDir, p.ID), peers
 		cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 500*time.Millisecond, 500*time.Millisecond, 250*time.Millisecond
 		cfg.RaftLogLevel = f.raftLogLevel
 		cfg.MaxInflightBatches = f.inflight
-		in, err := server.StartInstance(server.InstanceConfig{Node: cfg, APIListen: fmt.Sprintf("127.0.0.1:%d", devAPIBase+i),
-			MetricsAddr: fmt.Sprintf("127.0.0.1:%d", devMetricsBase+i), Pprof: f.pprof && i == 0, Logger: log})
-		if err != nil {
-			return fmt.Errorf("start %s: %w", p.ID, err)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ins[i], errs[i] = server.StartInstance(ctx, server.InstanceConfig{Node: cfg, APIListen: fmt.Sprintf("127.0.0.1:%d", devAPIBase+i),
+				MetricsAddr: fmt.Sprintf("127.0.0.1:%d", devMetricsBase+i), Pprof: f.pprof && i == 0, Logger: log})
+		}()
+	}
+	wg.Wait()
+	defer func() {
+		for _, in := range ins {
+			if in == nil {
+				continue
+			}
+			if err := in.Stop(2 * time.Second); err != nil {
+				log.Warn("stop", "err", err)
+			}
 		}
-		ins = append(ins, in)
+	}()
+	for i, err := range errs {
+		if err != nil {
+			return fmt.Errorf("start %s: %w", peers[i].ID, err)
+		}
 	}
 	log.Warn("limiterd dev: PLAINTEXT and UNAUTHENTICATED on 127.0.0.1, for development on this machine only")
 	fmt.Fprintln(stdout, "limiterd dev: a 3-node cluster on 127.0.0.1 (PLAINTEXT, no authentication: for development only)")
@@ -90,8 +105,6 @@ func runDev(ctx context.Context, f nodeFlags, dataDir string, stdout, stderr io.
 		fmt.Fprintf(stdout, "  %s  gRPC %s  Raft %s  metrics http://127.0.0.1:%d/metrics\n", in.Node.ID(), in.APIAddr(), in.Node.RaftAddr(), devMetricsBase+i)
 	}
 	fmt.Fprintf(stdout, "  data: %s\n", dataDir)
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	if id, err := waitLeader(ctx, ins, 15*time.Second); err != nil {
 		return err
 	} else {

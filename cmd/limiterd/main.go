@@ -239,15 +239,15 @@ func runNode(ctx context.Context, f nodeFlags, limits []server.LimitDecl, stdout
 			return err
 		}
 	}
-	in, err := server.StartInstance(server.InstanceConfig{Node: cfg, APIListen: f.apiAddr, Join: join, Logger: log,
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	in, err := server.StartInstance(ctx, server.InstanceConfig{Node: cfg, APIListen: f.apiAddr, Join: join, Logger: log,
 		MetricsAddr: f.metricsAddr, Pprof: f.pprof, Limits: limits, Envoy: envoy, EnvoyHeaders: f.envoyHeaders,
 		TLS: reloader, ClientAuth: clientAuth, Auth: auth})
 	if err != nil {
 		return err
 	}
-	log.Info("limiterd serving", "node", cfg.ID, "api", in.APIAddr(), "raft", in.Node.RaftAddr(), "metrics", f.metricsAddr, "data_dir", cfg.DataDir)
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	log.Info("limiterd serving", "node", cfg.ID, "raft_id", in.Node.ID(), "api", in.APIAddr(), "raft", in.Node.RaftAddr(), "metrics", f.metricsAddr, "data_dir", cfg.DataDir)
 	<-ctx.Done()
 	log.Info("shutting down", "node", cfg.ID)
 	lctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

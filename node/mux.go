@@ -1,0 +1,236 @@
+package node
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// The Raft port carries two protocols, told apart by a connection's first byte:
+//
+//   - 'R' + one length byte + the dialer's cluster ID, then raft's own protocol. A member whose
+//     cluster ID differs from ours (a node of another cluster, or a restored disk of one) is
+//     refused: a stray node at a reused address must never vote in or append to our history.
+//     An empty ID on either side (a node that has not learnt it yet, or a data dir from before
+//     cluster IDs) is accepted.
+//   - 'P' + one JSON request line, answered with one JSON line: discovery (is there state here,
+//     which cluster, who leads) and the rejoin of a member that lost its volume (discover.go).
+//
+// A first byte below 8 is raft's own protocol from a member of an older version (raft's RPC type
+// bytes are 0-4), accepted as before so a rolling upgrade keeps replicating to upgraded members.
+const (
+	muxRaft  = 'R'
+	muxProbe = 'P'
+	// muxHandshakeTimeout bounds the TLS handshake and first bytes of an accepted connection, so a
+	// hung or hostile peer holds only its own goroutine.
+	muxHandshakeTimeout = 5 * time.Second
+)
+
+// errMuxClosed is returned by Accept after Close.
+var errMuxClosed = errors.New("raft stream closed")
+
+// muxStream wraps the Raft stream layer (TCP, TLS, or a test's) with the cluster-ID handshake and
+// the discovery protocol. Raft connections are refused until raftOn is set: before Raft runs,
+// nothing here may vote or take entries.
+type muxStream struct {
+	inner     raft.StreamLayer
+	clusterID atomic.Pointer[string]
+	raftOn    atomic.Bool
+	probe     func(probeRequest) probeResponse
+	log       *slog.Logger
+	conns     chan net.Conn
+	closed    chan struct{}
+	closeOnce sync.Once
+	refused   atomic.Uint64 // Raft connections refused for a cluster ID mismatch
+	lastWarn  atomic.Int64  // unix nanos of the last mismatch warning (rate limit)
+}
+
+func newMuxStream(inner raft.StreamLayer, clusterID string, probe func(probeRequest) probeResponse, log *slog.Logger) *muxStream {
+	m := &muxStream{inner: inner, probe: probe, log: log, conns: make(chan net.Conn), closed: make(chan struct{})}
+	m.setClusterID(clusterID)
+	go m.acceptLoop()
+	return m
+}
+
+func (m *muxStream) setClusterID(id string) { m.clusterID.Store(&id) }
+func (m *muxStream) ClusterID() string      { return *m.clusterID.Load() }
+
+func (m *muxStream) acceptLoop() {
+	delay := 5 * time.Millisecond
+	for {
+		c, err := m.inner.Accept()
+		if err != nil {
+			select {
+			case <-m.closed:
+				return
+			case <-time.After(delay):
+			}
+			delay = min(2*delay, time.Second)
+			continue
+		}
+		delay = 5 * time.Millisecond
+		go m.serve(c)
+	}
+}
+
+// serve reads an accepted connection's first bytes and routes it.
+func (m *muxStream) serve(c net.Conn) {
+	_ = c.SetDeadline(time.Now().Add(muxHandshakeTimeout))
+	br := bufio.NewReader(c)
+	first, err := br.Peek(1)
+	if err != nil {
+		c.Close()
+		return
+	}
+	switch b := first[0]; {
+	case b == muxProbe:
+		defer c.Close()
+		_, _ = br.ReadByte()
+		var req probeRequest
+		if err := readJSONLine(br, &req); err != nil {
+			return
+		}
+		_ = writeJSONLine(c, m.probe(req))
+		return
+	case b == muxRaft:
+		_, _ = br.ReadByte()
+		theirs, err := readShortString(br)
+		if err != nil {
+			c.Close()
+			return
+		}
+		if ours := m.ClusterID(); ours != "" && theirs != "" && ours != theirs {
+			m.refused.Add(1)
+			if now := time.Now().UnixNano(); now-m.lastWarn.Load() > int64(10*time.Second) {
+				m.lastWarn.Store(now)
+				m.log.Warn("refused a Raft connection from another cluster", "remote", c.RemoteAddr().String(), "their_cluster", theirs, "our_cluster", ours)
+			}
+			c.Close()
+			return
+		}
+	case b < 8: // raft's protocol without the handshake: a member of an older version
+	default:
+		c.Close()
+		return
+	}
+	if !m.raftOn.Load() {
+		c.Close()
+		return
+	}
+	_ = c.SetDeadline(time.Time{})
+	select {
+	case m.conns <- &bufferedConn{Conn: c, r: br}:
+	case <-m.closed:
+		c.Close()
+	}
+}
+
+// Accept returns the next Raft connection (raft's transport calls it).
+func (m *muxStream) Accept() (net.Conn, error) {
+	select {
+	case c := <-m.conns:
+		return c, nil
+	case <-m.closed:
+		return nil, errMuxClosed
+	}
+}
+
+// Close stops accepting and closes the listener.
+func (m *muxStream) Close() error {
+	var err error
+	m.closeOnce.Do(func() {
+		close(m.closed)
+		err = m.inner.Close()
+	})
+	return err
+}
+
+// Addr is the advertised Raft address.
+func (m *muxStream) Addr() net.Addr { return m.inner.Addr() }
+
+// Dial opens a Raft connection and sends the handshake with our cluster ID.
+func (m *muxStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	c, err := m.inner.Dial(addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	id := m.ClusterID()
+	hello := append([]byte{muxRaft, byte(len(id))}, id...)
+	_ = c.SetWriteDeadline(time.Now().Add(timeout))
+	if _, err := c.Write(hello); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("raft handshake with %s: %w", addr, err)
+	}
+	_ = c.SetWriteDeadline(time.Time{})
+	return c, nil
+}
+
+// ask sends one discovery request to addr over the Raft port and returns the answer.
+func (m *muxStream) ask(addr string, req probeRequest, timeout time.Duration) (probeResponse, error) {
+	var resp probeResponse
+	c, err := m.inner.Dial(raft.ServerAddress(addr), timeout)
+	if err != nil {
+		return resp, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	if _, err := c.Write([]byte{muxProbe}); err != nil {
+		return resp, err
+	}
+	if err := writeJSONLine(c, req); err != nil {
+		return resp, err
+	}
+	if err := readJSONLine(bufio.NewReader(c), &resp); err != nil {
+		return resp, fmt.Errorf("no discovery answer (a member of an older version, or not a limiterd Raft port): %w", err)
+	}
+	return resp, nil
+}
+
+// bufferedConn is a net.Conn whose first bytes were read into r.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+func readShortString(r *bufio.Reader) (string, error) {
+	n, err := r.ReadByte()
+	if err != nil {
+		return "", err
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return "", err
+	}
+	return string(b), nil
+}
+
+func readJSONLine(r *bufio.Reader, v any) error {
+	line, err := r.ReadSlice('\n')
+	if err != nil {
+		if errors.Is(err, bufio.ErrBufferFull) {
+			return fmt.Errorf("discovery message too long")
+		}
+		return err
+	}
+	return json.Unmarshal(line, v)
+}
+
+func writeJSONLine(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
