@@ -38,7 +38,7 @@ func TestApply_SetLimitRefusesAnInvalidLimit(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			f := newFSM(t)
-			resp := apply(t, f, fsm.Command{Kind: fsm.KindSetLimit, Stamp: t0, Limit: spec})
+			resp := apply(t, f, fsm.Command{Stamp: t0, SetLimit: &spec})
 			wantErrIs(t, "set-limit "+name, resp.Err, bucket.ErrInvalidLimit)
 			if resp.Limit != nil || f.Stats().Limits != 0 {
 				t.Fatalf("an invalid limit was created: %+v, %d limits", resp.Limit, f.Stats().Limits)
@@ -82,7 +82,7 @@ func TestApply_DeletedLimitIsUnknown(t *testing.T) {
 	f := newFSM(t)
 	mustSetLimit(t, f, t0, "api", 10, time.Second, 0)
 	takeOne(t, f, t0, "api", "k", 10)
-	mustApply(t, f, fsm.Command{Kind: fsm.KindDeleteLimit, Stamp: t0, Limit: fsm.LimitSpec{Name: "api"}})
+	mustApply(t, f, fsm.Command{Stamp: t0, DeleteLimit: &fsm.LimitRef{Name: "api"}})
 
 	out := take(t, f, t0, "", fsm.Item{Limit: "api", Key: "k", Cost: 1})
 	wantErrIs(t, "take after delete", out.Err, fsm.ErrUnknownLimit)
@@ -98,7 +98,7 @@ func TestApply_DeletedLimitIsUnknown(t *testing.T) {
 	if s := f.Stats(); s.Limits != 0 || s.Buckets != 0 {
 		t.Fatalf("Stats after delete = %+v, want no limits and no buckets", s)
 	}
-	resp := apply(t, f, fsm.Command{Kind: fsm.KindDeleteLimit, Stamp: t0, Limit: fsm.LimitSpec{Name: "api"}})
+	resp := apply(t, f, fsm.Command{Stamp: t0, DeleteLimit: &fsm.LimitRef{Name: "api"}})
 	wantErrIs(t, "delete of a deleted limit", resp.Err, fsm.ErrUnknownLimit)
 
 	// Re-creating the limit starts from fresh (full) buckets: the old drained bucket is gone.
@@ -213,7 +213,7 @@ func TestApply_InvalidNamesKeysAndRequestIDs(t *testing.T) {
 	for _, tc := range nameCases {
 		t.Run("limit name "+tc.name, func(t *testing.T) {
 			f := newFSM(t)
-			resp := apply(t, f, fsm.Command{Kind: fsm.KindSetLimit, Stamp: t0, Limit: fsm.LimitSpec{Name: tc.limit, Rate: 1, Period: time.Second}})
+			resp := apply(t, f, fsm.Command{Stamp: t0, SetLimit: &fsm.LimitSpec{Name: tc.limit, Rate: 1, Period: time.Second}})
 			if tc.valid {
 				if resp.Err != nil {
 					t.Fatalf("valid name %q refused: %v", tc.limit, resp.Err)
@@ -239,10 +239,10 @@ func TestApply_InvalidNamesKeysAndRequestIDs(t *testing.T) {
 
 func TestApply_MembersAreRecordedAndForgotten(t *testing.T) {
 	f := newFSM(t)
-	mustApply(t, f, fsm.Command{Kind: fsm.KindSetMember, Stamp: t0, Member: "n1", APIAddr: "10.0.0.1:7001"})
-	mustApply(t, f, fsm.Command{Kind: fsm.KindSetMember, Stamp: t0, Member: "n2", APIAddr: "10.0.0.2:7001"})
-	mustApply(t, f, fsm.Command{Kind: fsm.KindSetMember, Stamp: t0, Member: "n1", APIAddr: "10.0.0.9:7001"})
-	mustApply(t, f, fsm.Command{Kind: fsm.KindSetMember, Stamp: t0, Member: "n2", APIAddr: ""})
+	mustApply(t, f, fsm.Command{Stamp: t0, SetMember: &fsm.MemberAddr{ID: "n1", APIAddr: "10.0.0.1:7001"}})
+	mustApply(t, f, fsm.Command{Stamp: t0, SetMember: &fsm.MemberAddr{ID: "n2", APIAddr: "10.0.0.2:7001"}})
+	mustApply(t, f, fsm.Command{Stamp: t0, SetMember: &fsm.MemberAddr{ID: "n1", APIAddr: "10.0.0.9:7001"}})
+	mustApply(t, f, fsm.Command{Stamp: t0, SetMember: &fsm.MemberAddr{ID: "n2", APIAddr: ""}})
 	got := f.Members()
 	if len(got) != 1 || got["n1"] != "10.0.0.9:7001" {
 		t.Fatalf("Members() = %v, want only n1 at its newest address", got)
@@ -431,8 +431,8 @@ func TestApply_CorruptEntryHalts(t *testing.T) {
 		"empty":        {},
 		"bad version":  {0x7f, byte(fsm.KindTick), 0},
 		"unknown kind": {fsm.FormatVersion, 0x42, 0},
-		"truncated":    encode(fsm.Command{Kind: fsm.KindSetLimit, Stamp: t0, Limit: fsm.LimitSpec{Name: "x", Rate: 1, Period: time.Second}})[:6],
-		"trailing":     append(encode(fsm.Command{Kind: fsm.KindTick, Stamp: t0}), 9),
+		"truncated":    encode(fsm.Command{Stamp: t0, SetLimit: &fsm.LimitSpec{Name: "x", Rate: 1, Period: time.Second}})[:6],
+		"trailing":     append(encode(fsm.Command{Stamp: t0}), 9),
 	}
 	for name, bad := range garbage {
 		t.Run(name, func(t *testing.T) {
@@ -450,9 +450,9 @@ func TestApply_CorruptEntryHalts(t *testing.T) {
 			wantErrIs(t, "Stats().Halted", f.Stats().Halted, fsm.ErrCorruptEntry)
 
 			for i, cmd := range []fsm.Command{
-				{Kind: fsm.KindTakeBatch, Stamp: at(time.Second), Takes: []fsm.Take{{RequestID: "r", Items: []fsm.Item{{Limit: "api", Key: "k", Cost: 1}}}}},
-				{Kind: fsm.KindSetLimit, Stamp: at(time.Second), Limit: fsm.LimitSpec{Name: "other", Rate: 1, Period: time.Second}},
-				{Kind: fsm.KindTick, Stamp: at(time.Hour)},
+				{Stamp: at(time.Second), TakeBatch: []fsm.Take{{RequestID: "r", Items: []fsm.Item{{Limit: "api", Key: "k", Cost: 1}}}}},
+				{Stamp: at(time.Second), SetLimit: &fsm.LimitSpec{Name: "other", Rate: 1, Period: time.Second}},
+				{Stamp: at(time.Hour)},
 			} {
 				resp := f.Apply(uint64(4+i), encode(cmd))
 				wantErrIs(t, "apply after halt", resp.Err, fsm.ErrHalted)
@@ -482,7 +482,7 @@ func TestApply_LimitCountIsBounded(t *testing.T) {
 	f := newFSM(t, func(c *fsm.Config) { c.MaxLimits = 2 })
 	mustSetLimit(t, f, t0, "a", 1, time.Second, 0)
 	mustSetLimit(t, f, t0, "b", 1, time.Second, 0)
-	resp := apply(t, f, fsm.Command{Kind: fsm.KindSetLimit, Stamp: t0, Limit: fsm.LimitSpec{Name: "c", Rate: 1, Period: time.Second}})
+	resp := apply(t, f, fsm.Command{Stamp: t0, SetLimit: &fsm.LimitSpec{Name: "c", Rate: 1, Period: time.Second}})
 	if !errors.Is(resp.Err, fsm.ErrTooManyLimits) {
 		t.Fatalf("third limit: %v, want ErrTooManyLimits", resp.Err)
 	}

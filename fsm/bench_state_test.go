@@ -23,13 +23,13 @@ func fillFSM(tb testing.TB, buckets, rate int, withIDs bool) *fsm.FSM {
 	step := int64(time.Second) * per / int64(rate)
 	idx := uint64(10)
 	for i := 0; i < buckets; i += per {
-		cmd := fsm.Command{Kind: fsm.KindTakeBatch, Stamp: stamp}
+		cmd := fsm.Command{Stamp: stamp, TakeBatch: []fsm.Take{}}
 		for j := i; j < i+per && j < buckets; j++ {
 			id := ""
 			if withIDs {
 				id = fmt.Sprintf("req-%012d", j)
 			}
-			cmd.Takes = append(cmd.Takes, fsm.Take{RequestID: id, Items: []fsm.Item{{Limit: "api", Key: fmt.Sprintf("user:%011d", j), Cost: 1}}})
+			cmd.TakeBatch = append(cmd.TakeBatch, fsm.Take{RequestID: id, Items: []fsm.Item{{Limit: "api", Key: fmt.Sprintf("user:%011d", j), Cost: 1}}})
 		}
 		if resp := f.Apply(idx, cmd.Encode(nil)); resp.Err != nil {
 			tb.Fatalf("apply: %v", resp.Err)

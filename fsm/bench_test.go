@@ -22,9 +22,9 @@ func BenchmarkApplyTakeBatch(b *testing.B) {
 	mustSetLimit(b, f, t0, "api", 1000, time.Second, 0)
 
 	id := func(iter, j int) string { return fmt.Sprintf("%010d-%03d", iter, j) }
-	cmd := fsm.Command{Kind: fsm.KindTakeBatch, Stamp: t0}
+	cmd := fsm.Command{Stamp: t0, TakeBatch: []fsm.Take{}}
 	for j := 0; j < takes; j++ {
-		cmd.Takes = append(cmd.Takes, fsm.Take{RequestID: id(0, j), Items: []fsm.Item{{Limit: "api", Key: fmt.Sprintf("user:%03d", j), Cost: 1}}})
+		cmd.TakeBatch = append(cmd.TakeBatch, fsm.Take{RequestID: id(0, j), Items: []fsm.Item{{Limit: "api", Key: fmt.Sprintf("user:%03d", j), Cost: 1}}})
 	}
 	entry := cmd.Encode(nil)
 	idAt := make([]int, takes)

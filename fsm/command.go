@@ -72,26 +72,53 @@ type LimitSpec struct {
 	Burst  int64
 }
 
-// Command is one decoded log entry. Stamp is the leader's clock (Unix nanoseconds) when it
-// proposed the entry; it is the only source of time for the state machine.
+// LimitRef names a limit (the payload of a delete-limit command).
+type LimitRef struct {
+	Name string
+}
+
+// MemberAddr is the payload of a set-member command: a member's Raft ID and its gRPC address
+// (empty to forget the member).
+type MemberAddr struct {
+	ID      string
+	APIAddr string
+}
+
+// Command is one decoded log entry: a stamp and at most one payload, which gives its kind (none
+// is a tick). Stamp is the leader's clock (Unix nanoseconds) when it proposed the entry; it is the
+// only source of time for the state machine.
 type Command struct {
-	Kind    Kind
-	Stamp   int64
-	Takes   []Take    // KindTakeBatch
-	Limit   LimitSpec // KindSetLimit; KindDeleteLimit uses Limit.Name
-	Member  string    // KindSetMember: node ID
-	APIAddr string    // KindSetMember: gRPC address, empty to forget the member
+	Stamp       int64
+	TakeBatch   []Take      // take-batch (a non-nil slice, possibly empty)
+	SetLimit    *LimitSpec  // set-limit
+	DeleteLimit *LimitRef   // delete-limit
+	SetMember   *MemberAddr // set-member
+}
+
+// Kind is the command's type tag, from the payload that is set.
+func (c *Command) Kind() Kind {
+	switch {
+	case c.TakeBatch != nil:
+		return KindTakeBatch
+	case c.SetLimit != nil:
+		return KindSetLimit
+	case c.DeleteLimit != nil:
+		return KindDeleteLimit
+	case c.SetMember != nil:
+		return KindSetMember
+	}
+	return KindTick
 }
 
 // Encode appends the versioned envelope of c to dst and returns it.
 func (c *Command) Encode(dst []byte) []byte {
-	dst = append(dst, FormatVersion, byte(c.Kind))
+	dst = append(dst, FormatVersion, byte(c.Kind()))
 	dst = binary.AppendVarint(dst, c.Stamp)
-	switch c.Kind {
-	case KindTakeBatch:
-		dst = binary.AppendUvarint(dst, uint64(len(c.Takes)))
-		for i := range c.Takes {
-			t := &c.Takes[i]
+	switch {
+	case c.TakeBatch != nil:
+		dst = binary.AppendUvarint(dst, uint64(len(c.TakeBatch)))
+		for i := range c.TakeBatch {
+			t := &c.TakeBatch[i]
 			dst = appendString(dst, t.RequestID)
 			dst = binary.AppendUvarint(dst, uint64(len(t.Items)))
 			for _, it := range t.Items {
@@ -100,16 +127,16 @@ func (c *Command) Encode(dst []byte) []byte {
 				dst = binary.AppendVarint(dst, it.Cost)
 			}
 		}
-	case KindSetLimit:
-		dst = appendString(dst, c.Limit.Name)
-		dst = binary.AppendVarint(dst, c.Limit.Rate)
-		dst = binary.AppendVarint(dst, int64(c.Limit.Period))
-		dst = binary.AppendVarint(dst, c.Limit.Burst)
-	case KindDeleteLimit:
-		dst = appendString(dst, c.Limit.Name)
-	case KindSetMember:
-		dst = appendString(dst, c.Member)
-		dst = appendString(dst, c.APIAddr)
+	case c.SetLimit != nil:
+		dst = appendString(dst, c.SetLimit.Name)
+		dst = binary.AppendVarint(dst, c.SetLimit.Rate)
+		dst = binary.AppendVarint(dst, int64(c.SetLimit.Period))
+		dst = binary.AppendVarint(dst, c.SetLimit.Burst)
+	case c.DeleteLimit != nil:
+		dst = appendString(dst, c.DeleteLimit.Name)
+	case c.SetMember != nil:
+		dst = appendString(dst, c.SetMember.ID)
+		dst = appendString(dst, c.SetMember.APIAddr)
 	}
 	return dst
 }
@@ -124,13 +151,13 @@ func Decode(b []byte) (Command, error) {
 	if b[0] != FormatVersion {
 		return c, fmt.Errorf("%w: format version %d, this binary reads %d", ErrCorruptEntry, b[0], FormatVersion)
 	}
-	c.Kind = Kind(b[1])
+	kind := Kind(b[1])
 	r := reader{b: b[2:]}
 	c.Stamp = r.varint()
-	switch c.Kind {
+	switch kind {
 	case KindTakeBatch:
 		n := r.count(2) // a take is at least 2 bytes: id length and item count (zero items is refused at apply)
-		c.Takes = make([]Take, 0, n)
+		c.TakeBatch = make([]Take, 0, n)
 		for i := 0; i < n && r.err == nil; i++ {
 			var t Take
 			t.RequestID = r.str()
@@ -139,18 +166,14 @@ func Decode(b []byte) (Command, error) {
 			for j := 0; j < m && r.err == nil; j++ {
 				t.Items = append(t.Items, Item{Limit: r.str(), Key: r.str(), Cost: r.varint()})
 			}
-			c.Takes = append(c.Takes, t)
+			c.TakeBatch = append(c.TakeBatch, t)
 		}
 	case KindSetLimit:
-		c.Limit.Name = r.str()
-		c.Limit.Rate = r.varint()
-		c.Limit.Period = time.Duration(r.varint())
-		c.Limit.Burst = r.varint()
+		c.SetLimit = &LimitSpec{Name: r.str(), Rate: r.varint(), Period: time.Duration(r.varint()), Burst: r.varint()}
 	case KindDeleteLimit:
-		c.Limit.Name = r.str()
+		c.DeleteLimit = &LimitRef{Name: r.str()}
 	case KindSetMember:
-		c.Member = r.str()
-		c.APIAddr = r.str()
+		c.SetMember = &MemberAddr{ID: r.str(), APIAddr: r.str()}
 	case KindTick:
 	default:
 		return c, fmt.Errorf("%w: unknown command kind %d", ErrCorruptEntry, b[1])
@@ -159,7 +182,7 @@ func Decode(b []byte) (Command, error) {
 		r.err = fmt.Errorf("%d trailing bytes", len(r.b))
 	}
 	if r.err != nil {
-		return Command{}, fmt.Errorf("%w: %s: %v", ErrCorruptEntry, c.Kind, r.err)
+		return Command{}, fmt.Errorf("%w: %s: %v", ErrCorruptEntry, kind, r.err)
 	}
 	return c, nil
 }
@@ -179,7 +202,7 @@ func (t *Take) fingerprint() uint64 {
 	return h.Sum64()
 }
 
-// appendString writes a length-prefixed string. Used by both the log and snapshot encodings.
+// appendString writes a length-prefixed string (the log encoding; snapshots use encoder.str).
 func appendString(dst []byte, s string) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(s)))
 	return append(dst, s...)

@@ -18,22 +18,22 @@ import (
 // expected values spell them out.
 func roundTripCommands() map[string]fsm.Command {
 	return map[string]fsm.Command{
-		"take-batch": {Kind: fsm.KindTakeBatch, Stamp: t0, Takes: []fsm.Take{
+		"take-batch": {Stamp: t0, TakeBatch: []fsm.Take{
 			{RequestID: "req-1", Items: []fsm.Item{{Limit: "api", Key: "user:42", Cost: 1}, {Limit: "global", Key: "*", Cost: 7}}},
 			{RequestID: "", Items: []fsm.Item{{Limit: "api", Key: "ключ\x00\xff", Cost: math.MaxInt64}}},
 			{RequestID: strings.Repeat("r", fsm.MaxRequestIDLen), Items: []fsm.Item{{Limit: "", Key: "", Cost: -5}, {Limit: "a", Key: "b", Cost: math.MinInt64}}},
 		}},
-		"take-batch-empty":       {Kind: fsm.KindTakeBatch, Stamp: 0, Takes: []fsm.Take{}},
-		"take-batch-min-stamp":   {Kind: fsm.KindTakeBatch, Stamp: math.MinInt64, Takes: []fsm.Take{{RequestID: "x", Items: []fsm.Item{{Limit: "l", Key: "k", Cost: 0}}}}},
-		"set-limit":              {Kind: fsm.KindSetLimit, Stamp: t0, Limit: fsm.LimitSpec{Name: "api", Rate: 1000, Period: time.Minute, Burst: 5000}},
-		"set-limit-extremes":     {Kind: fsm.KindSetLimit, Stamp: -1, Limit: fsm.LimitSpec{Name: "x", Rate: math.MinInt64, Period: math.MaxInt64, Burst: -1}},
-		"set-limit-zero":         {Kind: fsm.KindSetLimit},
-		"delete-limit":           {Kind: fsm.KindDeleteLimit, Stamp: t0 + 1, Limit: fsm.LimitSpec{Name: "api"}},
-		"delete-limit-long-name": {Kind: fsm.KindDeleteLimit, Stamp: t0, Limit: fsm.LimitSpec{Name: strings.Repeat("n", 1000)}},
-		"set-member":             {Kind: fsm.KindSetMember, Stamp: t0, Member: "node-1", APIAddr: "10.0.0.1:7001"},
-		"forget-member":          {Kind: fsm.KindSetMember, Stamp: t0, Member: "node-1", APIAddr: ""},
-		"tick":                   {Kind: fsm.KindTick, Stamp: t0},
-		"tick-max-stamp":         {Kind: fsm.KindTick, Stamp: math.MaxInt64},
+		"take-batch-empty":       {Stamp: 0, TakeBatch: []fsm.Take{}},
+		"take-batch-min-stamp":   {Stamp: math.MinInt64, TakeBatch: []fsm.Take{{RequestID: "x", Items: []fsm.Item{{Limit: "l", Key: "k", Cost: 0}}}}},
+		"set-limit":              {Stamp: t0, SetLimit: &fsm.LimitSpec{Name: "api", Rate: 1000, Period: time.Minute, Burst: 5000}},
+		"set-limit-extremes":     {Stamp: -1, SetLimit: &fsm.LimitSpec{Name: "x", Rate: math.MinInt64, Period: math.MaxInt64, Burst: -1}},
+		"set-limit-zero":         {SetLimit: &fsm.LimitSpec{}},
+		"delete-limit":           {Stamp: t0 + 1, DeleteLimit: &fsm.LimitRef{Name: "api"}},
+		"delete-limit-long-name": {Stamp: t0, DeleteLimit: &fsm.LimitRef{Name: strings.Repeat("n", 1000)}},
+		"set-member":             {Stamp: t0, SetMember: &fsm.MemberAddr{ID: "node-1", APIAddr: "10.0.0.1:7001"}},
+		"forget-member":          {Stamp: t0, SetMember: &fsm.MemberAddr{ID: "node-1", APIAddr: ""}},
+		"tick":                   {Stamp: t0},
+		"tick-max-stamp":         {Stamp: math.MaxInt64},
 	}
 }
 
@@ -42,8 +42,8 @@ func TestEncodeDecode_RoundTripsEveryKind(t *testing.T) {
 	for name, cmd := range roundTripCommands() {
 		t.Run(name, func(t *testing.T) {
 			b := encode(cmd)
-			if b[0] != fsm.FormatVersion || fsm.Kind(b[1]) != cmd.Kind {
-				t.Fatalf("envelope % x: want version %d kind %d first", b[:2], fsm.FormatVersion, cmd.Kind)
+			if b[0] != fsm.FormatVersion || fsm.Kind(b[1]) != cmd.Kind() {
+				t.Fatalf("envelope % x: want version %d kind %d first", b[:2], fsm.FormatVersion, cmd.Kind())
 			}
 			got, err := fsm.Decode(b)
 			if err != nil {
@@ -61,7 +61,7 @@ func TestEncodeDecode_RoundTripsEveryKind(t *testing.T) {
 				t.Fatalf("Encode(dst) did not append to dst")
 			}
 		})
-		seen[cmd.Kind] = true
+		seen[cmd.Kind()] = true
 	}
 	for _, k := range []fsm.Kind{fsm.KindTakeBatch, fsm.KindSetLimit, fsm.KindDeleteLimit, fsm.KindSetMember, fsm.KindTick} {
 		if !seen[k] {
@@ -89,7 +89,7 @@ func TestDecode_EveryTruncationIsCorrupt(t *testing.T) {
 
 func TestDecode_MalformedEntriesAreCorrupt(t *testing.T) {
 	valid := func(c fsm.Command) []byte { return encode(c) }
-	tick := valid(fsm.Command{Kind: fsm.KindTick, Stamp: t0})
+	tick := valid(fsm.Command{Stamp: t0})
 	withByte := func(b []byte, i int, v byte) []byte {
 		c := append([]byte(nil), b...)
 		c[i] = v
@@ -147,7 +147,7 @@ func TestDecode_MalformedEntriesAreCorrupt(t *testing.T) {
 // replica halts.
 func TestEncodeDecode_TakeWithoutItemsRoundTrips(t *testing.T) {
 	for _, id := range []string{"", "a", "ab"} {
-		cmd := fsm.Command{Kind: fsm.KindTakeBatch, Stamp: t0, Takes: []fsm.Take{{RequestID: id, Items: []fsm.Item{}}}}
+		cmd := fsm.Command{Stamp: t0, TakeBatch: []fsm.Take{{RequestID: id, Items: []fsm.Item{}}}}
 		got, err := fsm.Decode(encode(cmd))
 		if err != nil {
 			t.Errorf("request ID %q: Decode(Encode(take with no items)): %v", id, err)

@@ -12,6 +12,15 @@ type outcome struct {
 	err     *recordedError
 }
 
+// replay is the recorded answer to a retry of the request.
+func (o *outcome) replay() TakeOutcome {
+	out := TakeOutcome{Results: o.results, Replayed: true}
+	if o.err != nil { // not a plain assignment: a nil *recordedError is a non-nil error
+		out.Err = o.err
+	}
+	return out
+}
+
 // dedupTable is the exactly-once table: request ID -> recorded outcome. Records expire by FSM
 // time (window) and the table never holds more than max records, dropping the oldest first.
 // Both rules depend only on the log, so every replica drops the same records at the same entry.

@@ -87,10 +87,10 @@ func (g *logGen) next() fsm.Command {
 	cmd := fsm.Command{Stamp: g.stamp()}
 	switch p := g.pick(100); {
 	case p < 55:
-		cmd.Kind = fsm.KindTakeBatch
+		cmd.TakeBatch = []fsm.Take{}
 		for n := 1 + g.pick(4); n > 0; n-- {
 			if len(g.recent) > 0 && g.pick(5) == 0 { // a client retry: the same request again
-				cmd.Takes = append(cmd.Takes, g.recent[g.pick(len(g.recent))])
+				cmd.TakeBatch = append(cmd.TakeBatch, g.recent[g.pick(len(g.recent))])
 				continue
 			}
 			var tk fsm.Take
@@ -107,7 +107,7 @@ func (g *logGen) next() fsm.Command {
 			for m := 1 + g.pick(2); m > 0; m-- {
 				tk.Items = append(tk.Items, g.item())
 			}
-			cmd.Takes = append(cmd.Takes, tk)
+			cmd.TakeBatch = append(cmd.TakeBatch, tk)
 			if len(g.recent) < 40 {
 				g.recent = append(g.recent, tk)
 			} else {
@@ -115,30 +115,26 @@ func (g *logGen) next() fsm.Command {
 			}
 		}
 	case p < 70:
-		cmd.Kind = fsm.KindSetLimit
-		cmd.Limit = fsm.LimitSpec{
+		cmd.SetLimit = &fsm.LimitSpec{
 			Name:   genLimits[g.pick(3)],
 			Rate:   genRates[g.pick(len(genRates))],
 			Period: genPeriod[g.pick(len(genPeriod))],
 			Burst:  genBursts[g.pick(len(genBursts))],
 		}
 		if g.pick(20) == 0 {
-			cmd.Limit.Name = "bad name"
+			cmd.SetLimit.Name = "bad name"
 		}
 		if g.pick(20) == 0 {
-			cmd.Limit.Rate = 0
+			cmd.SetLimit.Rate = 0
 		}
 	case p < 72:
-		cmd.Kind = fsm.KindDeleteLimit
-		cmd.Limit.Name = genLimits[g.pick(len(genLimits))]
+		cmd.DeleteLimit = &fsm.LimitRef{Name: genLimits[g.pick(len(genLimits))]}
 	case p < 80:
-		cmd.Kind = fsm.KindSetMember
-		cmd.Member = fmt.Sprintf("n%d", g.pick(5))
+		cmd.SetMember = &fsm.MemberAddr{ID: fmt.Sprintf("n%d", g.pick(5))}
 		if g.pick(3) > 0 {
-			cmd.APIAddr = fmt.Sprintf("10.0.0.%d:7001", g.pick(256))
+			cmd.SetMember.APIAddr = fmt.Sprintf("10.0.0.%d:7001", g.pick(256))
 		}
-	default:
-		cmd.Kind = fsm.KindTick
+	default: // a tick
 	}
 	return cmd
 }
@@ -217,7 +213,7 @@ func TestApply_SameLogSameStateAndResponses(t *testing.T) {
 		}
 		if i+1 == n/2 {
 			c = newFSM(t, detConfig)
-			mustApply(t, c, fsm.Command{Kind: fsm.KindSetLimit, Stamp: t0, Limit: fsm.LimitSpec{Name: "junk", Rate: 1, Period: time.Second}})
+			mustApply(t, c, fsm.Command{Stamp: t0, SetLimit: &fsm.LimitSpec{Name: "junk", Rate: 1, Period: time.Second}})
 			mustRestore(t, c, snapshotBytes(t, a), index)
 			if stateHash(t, c) != stateHash(t, a) {
 				t.Fatalf("seed %d: restore of the snapshot at entry %d gives a different state hash", seed, index)
@@ -318,17 +314,17 @@ func TestSnapshot_EvictionShrinksBucketsNotState(t *testing.T) {
 		mustApply(t, a, cmd)
 		mustApply(t, b, cmd)
 	}
-	both(fsm.Command{Kind: fsm.KindSetLimit, Stamp: t0, Limit: fsm.LimitSpec{Name: "api", Rate: 10, Period: time.Second}})
+	both(fsm.Command{Stamp: t0, SetLimit: &fsm.LimitSpec{Name: "api", Rate: 10, Period: time.Second}})
 	var takes []fsm.Take
 	for i := 0; i < 500; i++ {
 		takes = append(takes, fsm.Take{Items: []fsm.Item{{Limit: "api", Key: fmt.Sprintf("user:%d", i), Cost: 1 + int64(i%5)}}})
 	}
-	both(fsm.Command{Kind: fsm.KindTakeBatch, Stamp: t0, Takes: takes})
+	both(fsm.Command{Stamp: t0, TakeBatch: takes})
 	if got := a.Stats().Buckets; got != 500 {
 		t.Fatalf("Stats().Buckets = %d after 500 takes, want 500", got)
 	}
 	// 300ms on, the buckets that lost 1 to 3 tokens are full again, those that lost 4 or 5 are not.
-	both(fsm.Command{Kind: fsm.KindTick, Stamp: at(300 * time.Millisecond)})
+	both(fsm.Command{Stamp: at(300 * time.Millisecond)})
 	c := newFSM(t, sweep)
 	mustRestore(t, c, snapshotBytes(t, a), a.AppliedIndex())
 	if got := c.Stats().Buckets; got != 200 {
@@ -340,7 +336,7 @@ func TestSnapshot_EvictionShrinksBucketsNotState(t *testing.T) {
 
 	prev := a.Stats().Buckets
 	for ms := 1; ms < 100; ms++ { // 99 more sweep steps before +400ms cover all 64 shards
-		cmd := fsm.Command{Kind: fsm.KindTick, Stamp: at(300*time.Millisecond + time.Duration(ms)*time.Millisecond)}
+		cmd := fsm.Command{Stamp: at(300*time.Millisecond + time.Duration(ms)*time.Millisecond)}
 		both(cmd)
 		mustApply(t, c, cmd)
 		if ha := stateHash(t, a); ha != stateHash(t, b) || ha != stateHash(t, c) {
@@ -360,7 +356,7 @@ func TestSnapshot_EvictionShrinksBucketsNotState(t *testing.T) {
 	}
 	// Much later every bucket is full; another full sweep drops them all.
 	for ms := 0; ms <= 64; ms++ {
-		cmd := fsm.Command{Kind: fsm.KindTick, Stamp: at(time.Hour + time.Duration(ms)*time.Millisecond)}
+		cmd := fsm.Command{Stamp: at(time.Hour + time.Duration(ms)*time.Millisecond)}
 		both(cmd)
 		mustApply(t, c, cmd)
 	}
@@ -388,7 +384,7 @@ func TestApply_ResponsesDoNotDependOnEviction(t *testing.T) {
 	if stateHash(t, a) != stateHash(t, c) {
 		t.Fatalf("precondition: the replicas' state differs")
 	}
-	cmd := fsm.Command{Kind: fsm.KindSetLimit, Stamp: at(time.Second), Limit: fsm.LimitSpec{Name: "api", Rate: 20, Period: time.Second}}
+	cmd := fsm.Command{Stamp: at(time.Second), SetLimit: &fsm.LimitSpec{Name: "api", Rate: 20, Period: time.Second}}
 	if ra, rc := describe(mustApply(t, a, cmd), true), describe(mustApply(t, c, cmd), true); ra != rc {
 		t.Fatalf("same state, same entry, different responses:\n original: %s\n restored: %s", ra, rc)
 	}

@@ -108,7 +108,8 @@ func (f *FSM) reset() {
 
 // TakeOutcome is the answer to one take request.
 type TakeOutcome struct {
-	// Results has one decision per item, in order; empty when Err is set.
+	// Results has one decision per item, in order; empty when Err is set. It is shared with the
+	// exactly-once table (a replay returns the same slice): do not modify it.
 	Results []bucket.Result
 	// Replayed is true when this is the recorded answer to an earlier copy of the request.
 	Replayed bool
@@ -156,26 +157,25 @@ func (f *FSM) Apply(index uint64, data []byte) *Response {
 func (f *FSM) apply(cmd *Command) *Response {
 	f.advance(cmd.Stamp)
 	var resp Response
-	switch cmd.Kind {
-	case KindTakeBatch:
-		resp.Takes = make([]TakeOutcome, len(cmd.Takes))
-		for i := range cmd.Takes {
-			resp.Takes[i] = f.applyTake(&cmd.Takes[i])
+	switch {
+	case cmd.TakeBatch != nil:
+		resp.Takes = make([]TakeOutcome, len(cmd.TakeBatch))
+		for i := range cmd.TakeBatch {
+			resp.Takes[i] = f.applyTake(&cmd.TakeBatch[i])
 		}
-	case KindSetLimit:
-		resp.Limit, resp.Err = f.setLimit(cmd.Limit)
-	case KindDeleteLimit:
-		if _, ok := f.limits[cmd.Limit.Name]; !ok {
-			resp.Err = fmt.Errorf("%w: %q", ErrUnknownLimit, cmd.Limit.Name)
+	case cmd.SetLimit != nil:
+		resp.Limit, resp.Err = f.setLimit(*cmd.SetLimit)
+	case cmd.DeleteLimit != nil:
+		if _, ok := f.limits[cmd.DeleteLimit.Name]; !ok {
+			resp.Err = fmt.Errorf("%w: %q", ErrUnknownLimit, cmd.DeleteLimit.Name)
 		}
-		delete(f.limits, cmd.Limit.Name)
-	case KindSetMember:
-		if cmd.APIAddr == "" {
-			delete(f.members, cmd.Member)
+		delete(f.limits, cmd.DeleteLimit.Name)
+	case cmd.SetMember != nil:
+		if cmd.SetMember.APIAddr == "" {
+			delete(f.members, cmd.SetMember.ID)
 		} else {
-			f.members[cmd.Member] = cmd.APIAddr
+			f.members[cmd.SetMember.ID] = cmd.SetMember.APIAddr
 		}
-	case KindTick:
 	}
 	f.dedup.expire(f.clock)
 	f.sweep()
@@ -229,11 +229,7 @@ func (f *FSM) applyTake(t *Take) TakeOutcome {
 			if o.fp != fp {
 				return TakeOutcome{Err: fmt.Errorf("%w: %q", ErrRequestIDReused, t.RequestID)}
 			}
-			out := TakeOutcome{Results: o.results, Replayed: true}
-			if o.err != nil {
-				out.Err = o.err
-			}
-			return out
+			return o.replay()
 		}
 	}
 	results, err := f.decide(t)
@@ -245,30 +241,9 @@ func (f *FSM) applyTake(t *Take) TakeOutcome {
 
 // decide validates every item first, so a request is refused as a whole or applied as a whole.
 func (f *FSM) decide(t *Take) ([]bucket.Result, error) {
-	if len(t.Items) == 0 || len(t.Items) > MaxItems {
-		return nil, invalid("%d items; want 1 to %d", len(t.Items), MaxItems)
-	}
-	states := make([]*limitState, len(t.Items))
-	for i, it := range t.Items {
-		// Names and keys are checked here too, not only by the server: what is recorded (in
-		// error messages) must stay within what a snapshot can hold.
-		if err := CheckName(it.Limit); err != nil {
-			return nil, err
-		}
-		if err := checkKey(it.Key); err != nil {
-			return nil, err
-		}
-		ls, ok := f.limits[it.Limit]
-		if !ok {
-			return nil, fmt.Errorf("%w: %q", ErrUnknownLimit, it.Limit)
-		}
-		if it.Cost <= 0 {
-			return nil, fmt.Errorf("%w: cost %d must be positive", bucket.ErrInvalidCost, it.Cost)
-		}
-		if it.Cost > ls.limit.Burst() {
-			return nil, fmt.Errorf("%w: cost %d, limit %q has burst %d", bucket.ErrCostExceedsBurst, it.Cost, it.Limit, ls.limit.Burst())
-		}
-		states[i] = ls
+	states, err := f.check(t)
+	if err != nil {
+		return nil, err
 	}
 	results := make([]bucket.Result, len(t.Items))
 	for i, it := range t.Items {
@@ -279,6 +254,47 @@ func (f *FSM) decide(t *Take) ([]bucket.Result, error) {
 		results[i] = res
 	}
 	return results, nil
+}
+
+// check applies the refusal rules to a take request: what makes it fail as a whole, whatever
+// the buckets hold. It returns each item's limit. The caller holds f.mu.
+func (f *FSM) check(t *Take) ([]*limitState, error) {
+	if len(t.Items) == 0 || len(t.Items) > MaxItems {
+		return nil, invalid("%d items; want 1 to %d", len(t.Items), MaxItems)
+	}
+	states := make([]*limitState, len(t.Items))
+	for i, it := range t.Items {
+		// Names and keys are checked here too, not only by the server: what is recorded (in
+		// error messages) must stay within what a snapshot can hold.
+		if err := CheckName(it.Limit); err != nil {
+			return nil, err
+		}
+		if err := CheckKey(it.Key); err != nil {
+			return nil, err
+		}
+		ls, ok := f.limits[it.Limit]
+		if !ok {
+			return nil, fmt.Errorf("%w: %q", ErrUnknownLimit, it.Limit)
+		}
+		if it.Cost <= 0 {
+			return nil, fmt.Errorf("%w: cost %d must be positive", bucket.ErrInvalidCost, it.Cost)
+		}
+		if it.Cost > ls.limit.Burst() {
+			return nil, fmt.Errorf("%w: cost %d, limit %q has burst %d: it can never be granted", bucket.ErrCostExceedsBurst, it.Cost, it.Limit, ls.limit.Burst())
+		}
+		states[i] = ls
+	}
+	return states, nil
+}
+
+// Refusal reports whether applying t now would refuse it as a whole (unknown limit, cost above
+// the burst, bad item), with the error apply would record. These rules live only here, so an
+// answer given from local state and the log's answer agree.
+func (f *FSM) Refusal(t Take) error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	_, err := f.check(&t)
+	return err
 }
 
 func (f *FSM) setLimit(spec LimitSpec) (*LimitInfo, error) {
@@ -325,21 +341,18 @@ func CheckName(name string) error {
 	return nil
 }
 
-// checkKey validates a bucket key: 1 to MaxKeyLen bytes, any content.
-func checkKey(key string) error {
+// CheckKey validates a bucket key: 1 to MaxKeyLen bytes, any content.
+func CheckKey(key string) error {
 	if key == "" || len(key) > MaxKeyLen {
 		return invalid("key of %d bytes; want 1 to %d", len(key), MaxKeyLen)
 	}
 	return nil
 }
 
-// CheckKey is checkKey for callers outside the package (request validation in server/).
-func CheckKey(key string) error { return checkKey(key) }
-
 // Peek reports what a take of cost from key under limit would decide at time now, changing
 // nothing. now is raised to the log clock if behind it, so a peek never sees time run backward.
 func (f *FSM) Peek(limit, key string, cost int64, now int64) (bucket.Result, error) {
-	if err := checkKey(key); err != nil {
+	if err := CheckKey(key); err != nil {
 		return bucket.Result{}, err
 	}
 	f.mu.RLock()
@@ -371,11 +384,7 @@ func (f *FSM) Recorded(t Take) (out TakeOutcome, recorded, present bool) {
 	if o.fp != t.fingerprint() {
 		return TakeOutcome{}, false, true
 	}
-	out = TakeOutcome{Results: o.results, Replayed: true}
-	if o.err != nil {
-		out.Err = o.err
-	}
-	return out, true, true
+	return o.replay(), true, true
 }
 
 // Limit returns the named limit.
@@ -418,6 +427,9 @@ func (f *FSM) Clock() int64 {
 	defer f.mu.RUnlock()
 	return f.clock
 }
+
+// Config returns the parameters the state machine was made with.
+func (f *FSM) Config() Config { return f.cfg }
 
 // AppliedIndex is the log index of the last entry applied (or skipped).
 func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }

@@ -43,13 +43,13 @@ func FuzzDecode(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fm.Apply(1, encode(fsm.Command{Kind: fsm.KindSetLimit, Limit: fsm.LimitSpec{Name: "l", Rate: 10, Period: time.Second}}))
+		fm.Apply(1, encode(fsm.Command{SetLimit: &fsm.LimitSpec{Name: "l", Rate: 10, Period: time.Second}}))
 		resp := fm.Apply(2, data)
 		if resp == nil || errors.Is(resp.Err, fsm.ErrCorruptEntry) || fm.Stats().Halted != nil {
 			t.Fatalf("Apply of a decodable entry halted: %+v", resp)
 		}
-		if cmd.Kind == fsm.KindTakeBatch && len(resp.Takes) != len(cmd.Takes) {
-			t.Fatalf("%d takes, %d outcomes", len(cmd.Takes), len(resp.Takes))
+		if cmd.Kind() == fsm.KindTakeBatch && len(resp.Takes) != len(cmd.TakeBatch) {
+			t.Fatalf("%d takes, %d outcomes", len(cmd.TakeBatch), len(resp.Takes))
 		}
 		if _, err := fm.StateHash(); err != nil {
 			t.Fatalf("StateHash after applying: %v", err)
@@ -92,8 +92,8 @@ func FuzzRestore(f *testing.F) {
 			}
 			// The restored state can go on applying entries.
 			for _, cmd := range []fsm.Command{
-				{Kind: fsm.KindTick, Stamp: fm.Clock() + int64(time.Second)},
-				{Kind: fsm.KindTakeBatch, Stamp: fm.Clock() + int64(time.Second), Takes: []fsm.Take{{RequestID: "r", Items: []fsm.Item{{Limit: "api", Key: "k", Cost: 1}}}}},
+				{Stamp: fm.Clock() + int64(time.Second)},
+				{Stamp: fm.Clock() + int64(time.Second), TakeBatch: []fsm.Take{{RequestID: "r", Items: []fsm.Item{{Limit: "api", Key: "k", Cost: 1}}}}},
 			} {
 				if resp := fm.Apply(fm.AppliedIndex()+1, encode(cmd)); resp.Err != nil && errors.Is(resp.Err, fsm.ErrCorruptEntry) {
 					t.Fatalf("apply after restore: %v", resp.Err)

@@ -41,7 +41,7 @@ func apply(t testing.TB, f *fsm.FSM, cmd fsm.Command) *fsm.Response {
 	t.Helper()
 	resp := f.Apply(f.AppliedIndex()+1, encode(cmd))
 	if resp == nil {
-		t.Fatalf("Apply(%s) returned a nil response", cmd.Kind)
+		t.Fatalf("Apply(%s) returned a nil response", cmd.Kind())
 	}
 	return resp
 }
@@ -51,7 +51,7 @@ func mustApply(t testing.TB, f *fsm.FSM, cmd fsm.Command) *fsm.Response {
 	t.Helper()
 	resp := apply(t, f, cmd)
 	if resp.Err != nil {
-		t.Fatalf("Apply(%s @%d): %v", cmd.Kind, cmd.Stamp, resp.Err)
+		t.Fatalf("Apply(%s @%d): %v", cmd.Kind(), cmd.Stamp, resp.Err)
 	}
 	return resp
 }
@@ -59,7 +59,7 @@ func mustApply(t testing.TB, f *fsm.FSM, cmd fsm.Command) *fsm.Response {
 // mustSetLimit creates or changes a limit at stamp.
 func mustSetLimit(t testing.TB, f *fsm.FSM, stamp int64, name string, rate int64, period time.Duration, burst int64) *fsm.LimitInfo {
 	t.Helper()
-	resp := mustApply(t, f, fsm.Command{Kind: fsm.KindSetLimit, Stamp: stamp, Limit: fsm.LimitSpec{Name: name, Rate: rate, Period: period, Burst: burst}})
+	resp := mustApply(t, f, fsm.Command{Stamp: stamp, SetLimit: &fsm.LimitSpec{Name: name, Rate: rate, Period: period, Burst: burst}})
 	if resp.Limit == nil {
 		t.Fatalf("set-limit %q: response has no LimitInfo", name)
 	}
@@ -69,14 +69,14 @@ func mustSetLimit(t testing.TB, f *fsm.FSM, stamp int64, name string, rate int64
 // tick applies a clock-only entry.
 func tick(t testing.TB, f *fsm.FSM, stamp int64) {
 	t.Helper()
-	mustApply(t, f, fsm.Command{Kind: fsm.KindTick, Stamp: stamp})
+	mustApply(t, f, fsm.Command{Stamp: stamp})
 }
 
 // takeBatch applies one take-batch entry and returns its outcomes, failing unless there is one
 // outcome per take.
 func takeBatch(t testing.TB, f *fsm.FSM, stamp int64, takes ...fsm.Take) []fsm.TakeOutcome {
 	t.Helper()
-	resp := mustApply(t, f, fsm.Command{Kind: fsm.KindTakeBatch, Stamp: stamp, Takes: takes})
+	resp := mustApply(t, f, fsm.Command{Stamp: stamp, TakeBatch: takes})
 	if len(resp.Takes) != len(takes) {
 		t.Fatalf("take-batch of %d takes got %d outcomes", len(takes), len(resp.Takes))
 	}

@@ -17,7 +17,7 @@ import (
 func smallState(t testing.TB) *fsm.FSM {
 	t.Helper()
 	f := newFSM(t)
-	mustApply(t, f, fsm.Command{Kind: fsm.KindSetMember, Stamp: t0, Member: "n1", APIAddr: "10.0.0.1:7001"})
+	mustApply(t, f, fsm.Command{Stamp: t0, SetMember: &fsm.MemberAddr{ID: "n1", APIAddr: "10.0.0.1:7001"}})
 	mustSetLimit(t, f, t0, "api", 10, time.Second, 0)
 	take(t, f, t0, "r1", item("api", "a", 3), item("api", "b", 10))
 	take(t, f, t0, "r2", item("ghost", "a", 1))
@@ -29,7 +29,7 @@ func smallState(t testing.TB) *fsm.FSM {
 func otherState(t testing.TB) *fsm.FSM {
 	t.Helper()
 	f := newFSM(t)
-	mustApply(t, f, fsm.Command{Kind: fsm.KindSetMember, Stamp: at(time.Hour), Member: "n9", APIAddr: "10.9.9.9:7001"})
+	mustApply(t, f, fsm.Command{Stamp: at(time.Hour), SetMember: &fsm.MemberAddr{ID: "n9", APIAddr: "10.9.9.9:7001"}})
 	mustSetLimit(t, f, at(time.Hour), "other", 5, time.Minute, 0)
 	take(t, f, at(time.Hour), "x1", item("other", "z", 2))
 	return f
@@ -208,11 +208,11 @@ func TestSnapshot_PersistIsCanonical(t *testing.T) {
 	b := newFSM(t)
 	mustSetLimit(t, b, t0, "zz", 1, time.Second, 0)
 	mustSetLimit(t, b, t0, "api", 10, time.Second, 0)
-	mustApply(t, b, fsm.Command{Kind: fsm.KindSetMember, Stamp: t0, Member: "n2", APIAddr: "x"})
-	mustApply(t, b, fsm.Command{Kind: fsm.KindSetMember, Stamp: t0, Member: "n1", APIAddr: "10.0.0.1:7001"})
+	mustApply(t, b, fsm.Command{Stamp: t0, SetMember: &fsm.MemberAddr{ID: "n2", APIAddr: "x"}})
+	mustApply(t, b, fsm.Command{Stamp: t0, SetMember: &fsm.MemberAddr{ID: "n1", APIAddr: "10.0.0.1:7001"}})
 	c := newFSM(t)
-	mustApply(t, c, fsm.Command{Kind: fsm.KindSetMember, Stamp: t0, Member: "n1", APIAddr: "10.0.0.1:7001"})
-	mustApply(t, c, fsm.Command{Kind: fsm.KindSetMember, Stamp: t0, Member: "n2", APIAddr: "x"})
+	mustApply(t, c, fsm.Command{Stamp: t0, SetMember: &fsm.MemberAddr{ID: "n1", APIAddr: "10.0.0.1:7001"}})
+	mustApply(t, c, fsm.Command{Stamp: t0, SetMember: &fsm.MemberAddr{ID: "n2", APIAddr: "x"}})
 	mustSetLimit(t, c, t0, "api", 10, time.Second, 0)
 	mustSetLimit(t, c, t0, "zz", 1, time.Second, 0)
 	for i := 0; i < 200; i++ {

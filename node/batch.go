@@ -2,10 +2,8 @@ package node
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
-	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -36,20 +34,18 @@ func newBatcher(n *Node) *batcher {
 	return &batcher{n: n, ch: make(chan *takeReq, 8192)}
 }
 
-// Take proposes one take request and waits for its outcome. When ctx ends first the outcome is
-// unknown (the take may still commit); retry with the same request ID.
-func (n *Node) Take(ctx context.Context, t fsm.Take) (fsm.TakeOutcome, error) {
-	if !n.IsLeader() {
-		return fsm.TakeOutcome{}, ErrNotLeader
-	}
+// submit queues one take request for the next batch entry and waits for its outcome. When ctx
+// ends first the outcome is unknown (the take may still commit); retry with the same request ID.
+func (b *batcher) submit(ctx context.Context, t fsm.Take) (fsm.TakeOutcome, error) {
+	n := b.n
 	size := 16 + len(t.RequestID)
 	for _, it := range t.Items {
 		size += 24 + len(it.Limit) + len(it.Key)
 	}
 	req := &takeReq{take: t, size: size, done: make(chan takeResp, 1)}
-	n.pending.addTake(&t, 1) // before the entry is stamped; see LocalTake
+	n.pending.addTake(&t, 1) // before the entry is stamped; see answerLocally
 	select {
-	case n.batch.ch <- req:
+	case b.ch <- req:
 	case <-ctx.Done():
 		n.pending.addTake(&t, -1)
 		return fsm.TakeOutcome{}, fmt.Errorf("queue take: %w", ctx.Err())
@@ -120,11 +116,11 @@ func (b *batcher) propose(batch []*takeReq) raft.ApplyFuture {
 	if o := b.n.observer.Load(); o != nil {
 		(*o).ObserveBatch(len(batch))
 	}
-	cmd := fsm.Command{Kind: fsm.KindTakeBatch, Stamp: b.n.Stamp(), Takes: make([]fsm.Take, len(batch))}
+	cmd := fsm.Command{Stamp: b.n.Stamp(), TakeBatch: make([]fsm.Take, len(batch))}
 	for i, r := range batch {
-		cmd.Takes[i] = r.take
+		cmd.TakeBatch[i] = r.take
 	}
-	return b.n.raft.Apply(cmd.Encode(nil), 5*time.Second)
+	return b.n.raft.Apply(cmd.Encode(nil), applyEnqueueTimeout)
 }
 
 // finish waits for a batch entry and hands each caller its outcome.
@@ -146,7 +142,7 @@ func (b *batcher) finish(batch []*takeReq, f raft.ApplyFuture) {
 		fail(ErrNotLeader)
 		return
 	}
-	if err := b.n.await(f); err != nil {
+	if err := b.n.wait(context.Background(), f, nil); err != nil {
 		fail(translate(err)) // ErrShutdown included: the outcome is unknown, retry by request ID
 		return
 	}
@@ -176,47 +172,4 @@ func (b *batcher) drain(err error) {
 			return
 		}
 	}
-}
-
-// Propose applies one non-take command (set or delete a limit, register a member) through the
-// log, stamped by the leader, and returns the state machine's response.
-func (n *Node) Propose(ctx context.Context, cmd fsm.Command) (*fsm.Response, error) {
-	if !n.IsLeader() {
-		return nil, ErrNotLeader
-	}
-	if cmd.Kind == fsm.KindTakeBatch {
-		return nil, errors.New("propose: takes go through Take")
-	}
-	changesLimit := cmd.Kind == fsm.KindSetLimit || cmd.Kind == fsm.KindDeleteLimit
-	if changesLimit {
-		n.pending.addLimit(cmd.Limit.Name, 1) // no local denial on a limit about to change
-	}
-	cmd.Stamp = n.Stamp()
-	f := n.raft.Apply(cmd.Encode(nil), 5*time.Second)
-	// One goroutine owns the future (raft futures are not safe for concurrent Error calls). The
-	// pending mark stays until the entry is applied or has failed for good, not until the
-	// caller gives up.
-	done := make(chan error, 1)
-	go func() {
-		err := f.Error()
-		if changesLimit {
-			n.pending.addLimit(cmd.Limit.Name, -1)
-		}
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		if err != nil {
-			return nil, translate(err)
-		}
-	case <-ctx.Done():
-		return nil, fmt.Errorf("outcome unknown: %w", ctx.Err())
-	case <-n.shutdownCh:
-		return nil, ErrShutdown
-	}
-	resp, ok := f.Response().(*fsm.Response)
-	if !ok {
-		return nil, fmt.Errorf("unexpected apply response %T", f.Response())
-	}
-	return resp, nil
 }

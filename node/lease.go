@@ -1,20 +1,18 @@
 package node
 
 import (
+	"context"
 	"sync"
 	"time"
+
+	"github.com/hashicorp/raft"
 )
 
 // leaseState is the leader's read lease. It is held until `until` (on this node's monotonic
 // clock) in term `term`; gen changes whenever the lease is dropped, so a renewal that started
 // before a drop cannot revive it.
 //
-// Why it is safe (see DESIGN.md): the lease starts at t0, taken before a VerifyLeader round that
-// a quorum answered in this term. Each of those followers heard from this leader after roughly t0
-// and, by hashicorp/raft's stickiness, refuses to vote for another candidate until its own
-// heartbeat timeout has passed without contact. Any new leader needs a vote from one of them, so
-// none can exist before t0 + HeartbeatTimeout (less one heartbeat interval and clock drift). The
-// lease is half the heartbeat timeout, well inside that.
+// Why this is safe, and every hole it closes, is argued once, in DESIGN.md ("Linearizable reads").
 type leaseState struct {
 	mu        sync.Mutex
 	term      uint64
@@ -82,7 +80,7 @@ func (n *Node) renewLease(term uint64) {
 		if n.ready.Load() == term && n.raft.CurrentTerm() == term && n.configChanges.Load() == 0 {
 			gen := n.lease.generation()
 			t0 := n.cfg.Mono() // before the round: the lease is measured from here
-			if err := n.await(n.raft.VerifyLeader()); err == nil && !n.trans.Poisoned() &&
+			if err := n.wait(context.Background(), n.raft.VerifyLeader(), nil); err == nil && !n.trans.Poisoned() &&
 				n.ready.Load() == term && n.raft.CurrentTerm() == term && n.configChanges.Load() == 0 {
 				n.lease.extend(gen, term, t0, t0+n.cfg.LeaseDuration)
 			}
@@ -92,7 +90,7 @@ func (n *Node) renewLease(term uint64) {
 			return
 		case <-time.After(every):
 		}
-		if n.raft.CurrentTerm() != term || n.raft.State().String() != "Leader" {
+		if n.raft.CurrentTerm() != term || n.raft.State() != raft.Leader {
 			n.lease.drop()
 			n.renewing.CompareAndSwap(term, 0)
 			return

@@ -57,24 +57,50 @@ func (p *pendingSet) quiet(t *fsm.Take) bool {
 	return true
 }
 
-// LocalTake answers a take from this leader's state, without a log entry, when that is certainly
-// what the log would answer: the request ID's outcome is already recorded (a retry), or, under
-// the read lease, every item would be denied and nothing pending for those buckets or limits
-// could change that. A denial changes no state, so answering it locally is a read, linearized at
-// the stamp it was evaluated at: later entries carry later stamps. ok is false when the take
-// must go through the log.
-func (n *Node) LocalTake(ctx context.Context, t fsm.Take) (out fsm.TakeOutcome, ok bool) {
+// Take decides a take request; it is the one entry point for takes, and leader only. In order:
+// a retry of a recorded request gets its recorded outcome; under the read lease, a request the
+// log would certainly refuse (fsm.Refusal) or deny is answered from local state; everything else
+// goes through the batcher into one log entry with the other takes queued meanwhile. A refusal of
+// the request as a whole is the error (Results is then empty). When ctx ends first the outcome is
+// unknown (the take may still commit): retry with the same request ID.
+func (n *Node) Take(ctx context.Context, t fsm.Take) (fsm.TakeOutcome, error) {
+	if !n.IsLeader() {
+		return fsm.TakeOutcome{}, ErrNotLeader
+	}
+	out, ok := n.answerLocally(t)
+	if !ok {
+		var err error
+		if out, err = n.batch.submit(ctx, t); err != nil {
+			return fsm.TakeOutcome{}, err
+		}
+	}
+	return out, out.Err
+}
+
+// answerLocally answers a take from this leader's state, without a log entry, when that is
+// certainly what the log would answer: the request ID's outcome is already recorded (a retry);
+// or, under the read lease and with nothing pending for its buckets or limits, the request would
+// be refused as a whole, or every item denied. A refusal or a denial changes no state, so
+// answering it locally is a read, linearized at the stamp it was evaluated at: later entries
+// carry later stamps. ok is false when the take must go through the log.
+func (n *Node) answerLocally(t fsm.Take) (out fsm.TakeOutcome, ok bool) {
 	rec, recorded, present := n.fsm.Recorded(t)
 	if recorded {
 		return rec, true // the outcome is final once recorded; any member may repeat it
 	}
 	if present || !n.LeaseHeld() {
-		return fsm.TakeOutcome{}, false // a reused ID is refused by the log, not denied here
+		return fsm.TakeOutcome{}, false // a reused ID is refused by the log, not answered here
 	}
 	term := n.raft.CurrentTerm()
 	now := n.Stamp() // before the pending check: a take not pending now is stamped after this
 	if !n.pending.quiet(&t) {
 		return fsm.TakeOutcome{}, false
+	}
+	if err := n.fsm.Refusal(t); err != nil {
+		if !n.stillLeasing(term) {
+			return fsm.TakeOutcome{}, false
+		}
+		return fsm.TakeOutcome{Err: err}, true
 	}
 	results := make([]bucket.Result, len(t.Items))
 	for i, it := range t.Items {
@@ -86,9 +112,14 @@ func (n *Node) LocalTake(ctx context.Context, t fsm.Take) (out fsm.TakeOutcome, 
 	}
 	// Re-check after reading: a pause (GC, SIGSTOP) between the first check and the read must not
 	// let an expired lease answer.
-	if !n.lease.holds(term, n.cfg.Mono()) || n.ready.Load() != term || n.raft.State() != raft.Leader {
+	if !n.stillLeasing(term) {
 		return fsm.TakeOutcome{}, false
 	}
 	n.localDenials.Add(1)
 	return fsm.TakeOutcome{Results: results}, true
+}
+
+// stillLeasing re-checks, after a local read, that this node held the lease of term throughout.
+func (n *Node) stillLeasing(term uint64) bool {
+	return n.lease.holds(term, n.cfg.Mono()) && n.ready.Load() == term && n.raft.State() == raft.Leader
 }

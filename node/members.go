@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -24,7 +25,7 @@ type Member struct {
 // Members lists the Raft configuration as this node knows it, with each member's API address.
 func (n *Node) Members(ctx context.Context) ([]Member, error) {
 	f := n.raft.GetConfiguration()
-	if err := n.waitCtx(ctx, f); err != nil {
+	if err := n.wait(ctx, f, nil); err != nil {
 		return nil, fmt.Errorf("read configuration: %w", err)
 	}
 	apis := n.fsm.Members()
@@ -50,7 +51,7 @@ func (n *Node) AddVoter(ctx context.Context, id, raftAddr, apiAddr string) error
 		return fmt.Errorf("add voter: id and raft address are required")
 	}
 	cf := n.raft.GetConfiguration()
-	if err := n.waitCtx(ctx, cf); err != nil {
+	if err := n.wait(ctx, cf, nil); err != nil {
 		return fmt.Errorf("read configuration: %w", err)
 	}
 	present := false
@@ -66,18 +67,14 @@ func (n *Node) AddVoter(ctx context.Context, id, raftAddr, apiAddr string) error
 	if !present {
 		n.beginConfigChange()
 		defer n.endConfigChange()
-		if err := n.waitCtx(ctx, n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, 10*time.Second)); err != nil {
+		if err := n.wait(ctx, n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, raftCallTimeout), nil); err != nil {
 			return fmt.Errorf("add voter %s: %w", id, err)
 		}
 		n.log.Info("added voter", "id", id, "raft_addr", raftAddr)
 	}
 	if apiAddr != "" && n.fsm.Members()[id] != apiAddr {
-		resp, err := n.Propose(ctx, fsm.Command{Kind: fsm.KindSetMember, Member: id, APIAddr: apiAddr})
-		if err != nil {
+		if err := n.setMember(ctx, id, apiAddr); err != nil {
 			return fmt.Errorf("record API address of %s: %w", id, err)
-		}
-		if resp.Err != nil {
-			return fmt.Errorf("record API address of %s: %w", id, resp.Err)
 		}
 	}
 	return nil
@@ -90,7 +87,7 @@ func (n *Node) RemoveServer(ctx context.Context, id string) error {
 		return ErrNotLeader
 	}
 	cf := n.raft.GetConfiguration()
-	if err := n.waitCtx(ctx, cf); err != nil {
+	if err := n.wait(ctx, cf, nil); err != nil {
 		return fmt.Errorf("read configuration: %w", err)
 	}
 	found := false
@@ -104,12 +101,12 @@ func (n *Node) RemoveServer(ctx context.Context, id string) error {
 	}
 	n.beginConfigChange()
 	defer n.endConfigChange()
-	if err := n.waitCtx(ctx, n.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second)); err != nil {
+	if err := n.wait(ctx, n.raft.RemoveServer(raft.ServerID(id), 0, raftCallTimeout), nil); err != nil {
 		return fmt.Errorf("remove server %s: %w", id, err)
 	}
 	n.log.Info("removed server", "id", id)
 	if id != n.cfg.ID && n.fsm.Members()[id] != "" {
-		if _, err := n.Propose(ctx, fsm.Command{Kind: fsm.KindSetMember, Member: id}); err != nil {
+		if err := n.setMember(ctx, id, ""); err != nil {
 			n.log.Warn("forget API address of removed member", "id", id, "err", err)
 		}
 	}
@@ -129,7 +126,7 @@ func (n *Node) TransferLeadership(ctx context.Context, id string) error {
 	var addr raft.ServerAddress
 	if id != "" {
 		cf := n.raft.GetConfiguration()
-		if err := n.waitCtx(ctx, cf); err != nil {
+		if err := n.wait(ctx, cf, nil); err != nil {
 			return fmt.Errorf("read configuration: %w", err)
 		}
 		for _, s := range cf.Configuration().Servers {
@@ -150,20 +147,16 @@ func (n *Node) TransferLeadership(ctx context.Context, id string) error {
 	} else {
 		f = n.raft.LeadershipTransferToServer(raft.ServerID(id), addr)
 	}
-	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
-	var err error
-	select {
-	case err = <-done:
-	case <-n.shutdownCh:
-		return ErrShutdown
+	err := n.wait(context.Background(), f, nil) // bounded by raft (an election timeout), not by ctx
+	if errors.Is(err, ErrShutdown) {
+		return err
 	}
 	if err != nil {
 		if n.raft.State() == raft.Leader && n.raft.CurrentTerm() == term {
 			n.lease.holdOff(n.cfg.Mono() + n.cfg.ElectionTimeout)
 			n.spawn(func() { n.becomeReady(term) })
 		}
-		return fmt.Errorf("transfer leadership: %w", translate(err))
+		return fmt.Errorf("transfer leadership: %w", err)
 	}
 	return nil
 }
@@ -228,7 +221,8 @@ func (n *Node) RestoreSnapshot(ctx context.Context, r io.Reader, size int64) err
 	term := n.raft.CurrentTerm()
 	n.ready.Store(0)
 	n.lease.drop()
-	err := n.raft.Restore(&raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: size}, r, time.Minute)
+	// raft.Restore blocks (it takes no ctx) until the snapshot is installed or restoreTimeout ends.
+	err := n.raft.Restore(&raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: size}, r, restoreTimeout)
 	if n.raft.State() == raft.Leader && n.raft.CurrentTerm() == term {
 		n.becomeReady(term)
 	}

@@ -5,12 +5,9 @@ package node
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -21,7 +18,6 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
 
-	"github.com/limiterd/limiter/certs"
 	"github.com/limiterd/limiter/fsm"
 )
 
@@ -236,7 +232,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		// A full heartbeat timeout covers the lease plus the heartbeat interval and drift.
 		time.Sleep(cfg.HeartbeatTimeout)
 	}
-	n.raft, err = raft.NewRaft(rc, &raftFSM{f: f, log: n.log, applied: n.clock.observe, mono: cfg.Mono, n: n}, n.store, n.store, n.snaps, n.trans)
+	n.raft, err = raft.NewRaft(rc, raftFSM{n}, n.store, n.store, n.snaps, n.trans)
 	if err != nil {
 		if metas, lerr := n.snaps.List(); lerr == nil && len(metas) > 0 {
 			return nil, fmt.Errorf("start raft from %s (newest snapshot %s): %w",
@@ -373,6 +369,9 @@ func (n *Node) IsLeader() bool {
 		n.fsm.Halted() == nil
 }
 
+// LeadsRaft reports whether raft counts this node as the leader, ready to serve or not (see IsLeader).
+func (n *Node) LeadsRaft() bool { return n.raft.State() == raft.Leader }
+
 // Leader returns the leader's ID and API address as this node knows them ("" when unknown).
 func (n *Node) Leader() (id, apiAddr string) {
 	_, lid := n.raft.LeaderWithID()
@@ -410,7 +409,7 @@ func (n *Node) watchLeadership() {
 func (n *Node) becomeReady(term uint64) {
 	leads := func() bool { return n.raft.State() == raft.Leader && n.raft.CurrentTerm() == term }
 	for leads() {
-		err := n.await(n.raft.Barrier(10 * time.Second))
+		err := n.wait(context.Background(), n.raft.Barrier(raftCallTimeout), nil)
 		if err == nil {
 			break
 		}
@@ -421,7 +420,7 @@ func (n *Node) becomeReady(term uint64) {
 		select {
 		case <-n.shutdownCh:
 			return
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(barrierRetry):
 		}
 	}
 	if !leads() {
@@ -433,265 +432,4 @@ func (n *Node) becomeReady(term uint64) {
 	if n.cfg.LeaseDuration > 0 && n.renewing.Swap(term) != term { // one renewer per term
 		n.spawn(func() { n.renewLease(term) })
 	}
-}
-
-// stampClock gives the leader's stamps from this node's monotonic clock only, so no wall-clock
-// step on any node can move replicated time. Every node notes, for the last entry it applied,
-// the entry's stamp and its own monotonic time then. On an election win the new leader anchors
-// at that stamp plus the monotonic time elapsed since (never behind the log clock), so the
-// election gap is counted and nothing else; then it stamps anchor + monotonic elapsed.
-// Only a brand-new cluster (log clock 0) starts from the wall clock, so log time reads as Unix
-// time. Time while the whole cluster is down is not counted (buckets resume where they were,
-// which under-admits for at most one refill period and never over-admits).
-type stampClock struct {
-	mu        sync.Mutex
-	seen      bool          // an entry has been applied in this process
-	seenStamp int64         // log clock after the last applied entry
-	seenMono  time.Duration // monotonic time when it was applied
-	anchored  bool
-	base      int64         // stamp at the anchor
-	mono      time.Duration // monotonic reading at the anchor
-}
-
-// observe records that the log clock was logClock at monotonic time mono (after an apply).
-func (c *stampClock) observe(logClock int64, mono time.Duration) {
-	c.mu.Lock()
-	c.seen, c.seenStamp, c.seenMono = true, logClock, mono
-	c.mu.Unlock()
-}
-
-func (c *stampClock) anchor(logClock int64, wall time.Time, mono time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	wasAnchored, prevLine := c.anchored, c.base+int64(mono-c.mono)
-	switch {
-	case logClock == 0:
-		c.base = wall.UnixNano() // a new cluster: start log time at the wall clock
-	case c.seen:
-		c.base = max(logClock, c.seenStamp+int64(mono-c.seenMono))
-	default:
-		c.base = logClock
-	}
-	if wasAnchored {
-		// Re-anchoring in the same process (a new term after a failed transfer, a restore):
-		// never behind the line already stamped from, or a read answered at a later stamp could
-		// be followed by a take evaluated earlier.
-		c.base = max(c.base, prevLine)
-	}
-	c.mono, c.anchored = mono, true
-}
-
-// estimate is this node's best guess of the log time now, from the last entry it applied and
-// its monotonic clock (for stale reads on followers); logClock when it has applied nothing.
-func (c *stampClock) estimate(logClock int64, mono time.Duration) int64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.seen {
-		return logClock
-	}
-	return max(logClock, c.seenStamp+int64(mono-c.seenMono))
-}
-
-func (c *stampClock) stamp(wall time.Time, mono time.Duration) int64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.anchored {
-		return wall.UnixNano()
-	}
-	return c.base + int64(mono-c.mono)
-}
-
-// Stamp returns the time the leader would stamp on an entry now.
-func (n *Node) Stamp() int64 {
-	return max(n.clock.stamp(n.cfg.Now(), n.cfg.Mono()), n.fsm.Clock())
-}
-
-// peerAddrs maps server IDs to the addresses to dial them at: by Raft ID, then (for a member
-// back under a new identity) by member name; this node's own ID is always listed.
-type peerAddrs struct {
-	byID map[string]string
-	self string
-}
-
-func (p *peerAddrs) ServerAddr(id raft.ServerID) (raft.ServerAddress, error) {
-	if a, ok := p.byID[string(id)]; ok {
-		return raft.ServerAddress(a), nil
-	}
-	if a, ok := p.byID[MemberName(string(id))]; ok && string(id) != p.self {
-		return raft.ServerAddress(a), nil
-	}
-	return "", fmt.Errorf("no address override for %s", id) // raft then dials the configured address
-}
-
-// raftFSM adapts fsm.FSM to raft.FSM.
-type raftFSM struct {
-	f       *fsm.FSM
-	log     *slog.Logger
-	applied func(logClock int64, mono time.Duration) // told after every apply (stamp clock)
-	mono    func() time.Duration
-	n       *Node
-}
-
-func (r *raftFSM) Apply(l *raft.Log) any {
-	resp := r.f.Apply(l.Index, l.Data)
-	r.applied(r.f.Clock(), r.mono())
-	if errors.Is(resp.Err, fsm.ErrCorruptEntry) && r.n != nil && r.n.haltNoted.CompareAndSwap(false, true) {
-		r.log.Error("state machine halted on a committed entry it cannot apply; this node will not apply further entries until it is upgraded or restored", "index", l.Index, "err", resp.Err)
-		if r.n.raft.State() == raft.Leader {
-			// A member whose binary can read the entry may lead on; this one can serve nothing.
-			go func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				if err := r.n.TransferLeadership(ctx, ""); err != nil {
-					r.log.Warn("halted leader could not hand leadership over", "err", err)
-				}
-			}()
-		}
-	}
-	return resp
-}
-
-func (r *raftFSM) Snapshot() (raft.FSMSnapshot, error) {
-	return &raftSnapshot{s: r.f.Snapshot(), n: r.n, start: time.Now()}, nil
-}
-
-func (r *raftFSM) Restore(rc io.ReadCloser) error {
-	defer rc.Close()
-	if err := r.f.Restore(rc, 0); err != nil {
-		return fmt.Errorf("restore snapshot: %w", err)
-	}
-	r.applied(r.f.Clock(), r.mono())
-	return nil
-}
-
-type raftSnapshot struct {
-	s     *fsm.Snapshot
-	n     *Node
-	start time.Time
-}
-
-func (s *raftSnapshot) Persist(sink raft.SnapshotSink) error {
-	if err := s.s.Persist(sink); err != nil {
-		sink.Cancel()
-		return err
-	}
-	err := sink.Close()
-	if o := s.n.observer.Load(); o != nil && err == nil {
-		(*o).ObserveSnapshot(time.Since(s.start))
-	}
-	return err
-}
-
-func (s *raftSnapshot) Release() {}
-
-// tcpStream is a plain TCP raft.StreamLayer that advertises the configured address as written
-// (a host name stays a host name, so peers re-resolve it when a container or pod comes back with
-// a new IP), not the bound address, which may be a wildcard.
-type tcpStream struct {
-	net.Listener
-	advertise net.Addr
-}
-
-// advertisedAddr is a net.Addr that keeps the configured host:port text.
-type advertisedAddr string
-
-func (a advertisedAddr) Network() string { return "tcp" }
-func (a advertisedAddr) String() string  { return string(a) }
-
-func newTCPStream(bind, advertise string) (*tcpStream, error) {
-	if bind == "" {
-		bind = advertise
-	}
-	host, port, err := net.SplitHostPort(advertise)
-	if err != nil {
-		return nil, fmt.Errorf("raft address %s: %w", advertise, err)
-	}
-	ln, err := net.Listen("tcp", bind)
-	if err != nil {
-		return nil, fmt.Errorf("raft listen on %s: %w", bind, err)
-	}
-	var adv net.Addr = advertisedAddr(advertise)
-	if ip := net.ParseIP(host); port == "0" || host == "" || (ip != nil && ip.IsUnspecified()) {
-		adv = ln.Addr() // nothing usable was configured: advertise what was bound
-	}
-	return &tcpStream{Listener: ln, advertise: adv}, nil
-}
-
-func (t *tcpStream) Addr() net.Addr { return t.advertise }
-
-// tlsStream is tcpStream under mutual TLS.
-type tlsStream struct {
-	*tcpStream
-	tls   *certs.Reloader
-	names []string // certificate names a peer must carry (see Config.PeerNames)
-}
-
-func (t *tlsStream) Accept() (net.Conn, error) {
-	c, err := t.tcpStream.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return tls.Server(c, t.tls.PeerServerConfig(t.names)), nil
-}
-
-func (t *tlsStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	host, _, err := net.SplitHostPort(string(addr))
-	if err != nil {
-		return nil, fmt.Errorf("raft dial %s: %w", addr, err)
-	}
-	d := &net.Dialer{Timeout: timeout}
-	c, err := tls.DialWithDialer(d, "tcp", string(addr), t.tls.PeerClientConfig(host, t.names))
-	if err != nil {
-		return nil, fmt.Errorf("raft dial %s over TLS: %w", addr, err)
-	}
-	return c, nil
-}
-
-func (t *tcpStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return net.DialTimeout("tcp", string(addr), timeout)
-}
-
-// waitCtx waits for a raft future while honouring ctx and shutdown. When ctx ends first the
-// outcome is unknown: the command may still commit.
-// await waits for f like f.Error, but returns ErrShutdown once shutdown begins: raft does not
-// answer the futures of Apply, Barrier and VerifyLeader that are still queued when it shuts down,
-// and a wait on one of them would hang Shutdown. The raw raft error is returned otherwise.
-func (n *Node) await(f raft.Future) error {
-	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
-	select {
-	case err := <-done:
-		return err
-	case <-n.shutdownCh:
-		return ErrShutdown
-	}
-}
-
-func (n *Node) waitCtx(ctx context.Context, f raft.Future) error {
-	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
-	select {
-	case err := <-done:
-		return translate(err)
-	case <-ctx.Done():
-		return fmt.Errorf("outcome unknown: %w", ctx.Err())
-	case <-n.shutdownCh:
-		return ErrShutdown
-	}
-}
-
-// translate maps raft's errors onto this package's sentinels.
-func translate(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
-		errors.Is(err, raft.ErrLeadershipTransferInProgress):
-		return fmt.Errorf("%w: %w", ErrNotLeader, err)
-	case errors.Is(err, raft.ErrRaftShutdown):
-		return fmt.Errorf("%w: %w", ErrShutdown, err)
-	case errors.Is(err, raft.ErrEnqueueTimeout), errors.Is(err, raft.ErrAbortedByRestore):
-		return fmt.Errorf("%w: %w", ErrBusy, err)
-	}
-	return err
 }

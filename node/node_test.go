@@ -92,8 +92,8 @@ func TestStart_RestartKeepsStateWithoutBootstrap(t *testing.T) {
 	cfg := testConfig(t, "n1", dir)
 	n := mustStartSingle(t, cfg)
 	ctx := context.Background()
-	if resp, err := n.Propose(ctx, fsm.Command{Kind: fsm.KindSetLimit, Limit: fsm.LimitSpec{Name: "l", Rate: 1, Period: time.Hour, Burst: 10}}); err != nil || resp.Err != nil {
-		t.Fatalf("set limit: %v %v", err, resp)
+	if _, err := n.SetLimit(ctx, fsm.LimitSpec{Name: "l", Rate: 1, Period: time.Hour, Burst: 10}); err != nil {
+		t.Fatalf("set limit: %v", err)
 	}
 	out, err := n.Take(ctx, fsm.Take{RequestID: "r1", Items: []fsm.Item{{Limit: "l", Key: "k", Cost: 4}}})
 	if err != nil || out.Err != nil || !out.Results[0].Allowed {
@@ -205,8 +205,8 @@ func mustDataDirWithState(t *testing.T) Config {
 	cfg := testConfig(t, "n1", t.TempDir())
 	n := mustStartSingle(t, cfg)
 	ctx := context.Background()
-	if resp, err := n.Propose(ctx, fsm.Command{Kind: fsm.KindSetLimit, Limit: fsm.LimitSpec{Name: "l", Rate: 1, Period: time.Hour, Burst: 10}}); err != nil || resp.Err != nil {
-		t.Fatalf("set limit: %v %v", err, resp)
+	if _, err := n.SetLimit(ctx, fsm.LimitSpec{Name: "l", Rate: 1, Period: time.Hour, Burst: 10}); err != nil {
+		t.Fatalf("set limit: %v", err)
 	}
 	if out, err := n.Take(ctx, fsm.Take{RequestID: "r1", Items: []fsm.Item{{Limit: "l", Key: "k", Cost: 4}}}); err != nil || out.Err != nil {
 		t.Fatalf("take: %v %+v", err, out)
@@ -276,8 +276,8 @@ func TestLease_HeldByReadyLeaderAndServesReadsLocally(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if resp, err := n.Propose(ctx, fsm.Command{Kind: fsm.KindSetLimit, Limit: fsm.LimitSpec{Name: "l", Rate: 1, Period: time.Hour, Burst: 2}}); err != nil || resp.Err != nil {
-		t.Fatalf("set limit: %v %v", err, resp)
+	if _, err := n.SetLimit(ctx, fsm.LimitSpec{Name: "l", Rate: 1, Period: time.Hour, Burst: 2}); err != nil {
+		t.Fatalf("set limit: %v", err)
 	}
 	before := n.Status().LeaseReads
 	if _, _, err := n.Peek(ctx, "l", "k", 1, false); err != nil {
@@ -296,14 +296,14 @@ func TestLease_HeldByReadyLeaderAndServesReadsLocally(t *testing.T) {
 func TestLocalTake_CertainDenialAnsweredWithoutALogEntry(t *testing.T) {
 	n := mustStartSingle(t, testConfig(t, "n1", t.TempDir()))
 	ctx := context.Background()
-	if resp, err := n.Propose(ctx, fsm.Command{Kind: fsm.KindSetLimit, Limit: fsm.LimitSpec{Name: "l", Rate: 1, Period: time.Hour, Burst: 2}}); err != nil || resp.Err != nil {
-		t.Fatalf("set limit: %v %v", err, resp)
+	if _, err := n.SetLimit(ctx, fsm.LimitSpec{Name: "l", Rate: 1, Period: time.Hour, Burst: 2}); err != nil {
+		t.Fatalf("set limit: %v", err)
 	}
 	take := func(id string) fsm.Take {
 		return fsm.Take{RequestID: id, Items: []fsm.Item{{Limit: "l", Key: "k", Cost: 1}}}
 	}
 	// While tokens are left, nothing is answered locally.
-	if _, ok := n.LocalTake(ctx, take("a")); ok {
+	if _, ok := n.answerLocally(take("a")); ok {
 		t.Fatalf("an allowed take was answered locally")
 	}
 	for _, id := range []string{"a", "b"} {
@@ -315,7 +315,7 @@ func TestLocalTake_CertainDenialAnsweredWithoutALogEntry(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	last := n.Raft().LastIndex()
-	out, ok := n.LocalTake(ctx, take("c"))
+	out, ok := n.answerLocally(take("c"))
 	if !ok || out.Results[0].Allowed || out.Results[0].RetryAfter <= 0 {
 		t.Fatalf("certain denial: ok=%v %+v, want a local denial with a retry time", ok, out)
 	}
@@ -323,7 +323,7 @@ func TestLocalTake_CertainDenialAnsweredWithoutALogEntry(t *testing.T) {
 		t.Fatalf("the local denial wrote to the log or was not counted")
 	}
 	// A retry of a recorded request is answered from the exactly-once table.
-	if out, ok := n.LocalTake(ctx, take("a")); !ok || !out.Replayed || !out.Results[0].Allowed {
+	if out, ok := n.answerLocally(take("a")); !ok || !out.Replayed || !out.Results[0].Allowed {
 		t.Fatalf("retry of a recorded take: ok=%v %+v, want its recorded answer", ok, out)
 	}
 }
@@ -420,8 +420,8 @@ func TestConfig_LeaseNotLongerThanLeaderLeaseTimeout(t *testing.T) {
 func TestNode_HaltedStateMachineServesNothing(t *testing.T) {
 	n := mustStartSingle(t, testConfig(t, "n1", t.TempDir()))
 	ctx := context.Background()
-	if resp, err := n.Propose(ctx, fsm.Command{Kind: fsm.KindSetLimit, Limit: fsm.LimitSpec{Name: "l", Rate: 1, Period: time.Hour, Burst: 10}}); err != nil || resp.Err != nil {
-		t.Fatalf("set limit: %v %v", err, resp)
+	if _, err := n.SetLimit(ctx, fsm.LimitSpec{Name: "l", Rate: 1, Period: time.Hour, Burst: 10}); err != nil {
+		t.Fatalf("set limit: %v", err)
 	}
 	if err := n.raft.Apply([]byte{0xff, 0xff, 0xff}, time.Second).Error(); err != nil {
 		t.Fatalf("append a corrupt entry: %v", err)

@@ -20,7 +20,7 @@ func (n *Node) ReadIndex(ctx context.Context) error {
 	}
 	term := n.raft.CurrentTerm()
 	ri := n.raft.CommitIndex()
-	if err := n.waitCtx(ctx, n.raft.VerifyLeader()); err != nil {
+	if err := n.wait(ctx, n.raft.VerifyLeader(), nil); err != nil {
 		return err
 	}
 	if n.raft.CurrentTerm() != term || n.ready.Load() != term {
@@ -36,7 +36,7 @@ func (n *Node) Read(ctx context.Context, read func()) error {
 	if n.LeaseHeld() {
 		term := n.raft.CurrentTerm()
 		read()
-		if n.lease.holds(term, n.cfg.Mono()) && n.ready.Load() == term && n.raft.State() == raft.Leader {
+		if n.stillLeasing(term) {
 			n.leaseReads.Add(1)
 			return nil
 		}
@@ -53,7 +53,7 @@ func (n *Node) waitApplied(ctx context.Context, index uint64) error {
 	if n.raft.AppliedIndex() >= index {
 		return nil
 	}
-	t := time.NewTicker(200 * time.Microsecond)
+	t := time.NewTicker(appliedPoll)
 	defer t.Stop()
 	for n.raft.AppliedIndex() < index {
 		select {
@@ -67,7 +67,8 @@ func (n *Node) waitApplied(ctx context.Context, index uint64) error {
 	return nil
 }
 
-// Peek answers a read of one bucket. Linearizable reads go through ReadIndex and evaluate the
+// Peek answers a read of one bucket. Linearizable reads go through Read (the lease, or the read
+// index) and evaluate the
 // bucket at the leader's current stamp; stale reads use this node's applied state as is and
 // report how far it may lag.
 func (n *Node) Peek(ctx context.Context, limit, key string, cost int64, stale bool) (bucket.Result, time.Duration, error) {

@@ -102,7 +102,7 @@ func (n *Node) admitRejoiner(ctx context.Context, req probeRequest) (string, err
 		return "", fmt.Errorf("rejoin: %s belongs to cluster %s, this is %s", req.RaftID, req.ClusterID, ours)
 	}
 	cf := n.raft.GetConfiguration()
-	if err := n.waitCtx(ctx, cf); err != nil {
+	if err := n.wait(ctx, cf, nil); err != nil {
 		return "", fmt.Errorf("read configuration: %w", err)
 	}
 	var self *raft.Server
@@ -129,7 +129,7 @@ func (n *Node) admitRejoiner(ctx context.Context, req probeRequest) (string, err
 	defer n.endConfigChange()
 	switch {
 	case self == nil:
-		if err := n.waitCtx(ctx, n.raft.AddNonvoter(raft.ServerID(req.RaftID), raft.ServerAddress(req.RaftAddr), 0, 0)); err != nil {
+		if err := n.wait(ctx, n.raft.AddNonvoter(raft.ServerID(req.RaftID), raft.ServerAddress(req.RaftAddr), 0, 0), nil); err != nil {
 			return "", fmt.Errorf("add %s as a nonvoter: %w", req.RaftID, err)
 		}
 		n.log.Info("added a rejoining member as a nonvoter until it catches up", "id", req.RaftID, "raft_addr", req.RaftAddr)
@@ -139,7 +139,7 @@ func (n *Node) admitRejoiner(ctx context.Context, req probeRequest) (string, err
 	case req.LastIndex+maxPromoteLag < n.raft.CommitIndex():
 		return "nonvoter", nil // still catching up
 	}
-	if err := n.waitCtx(ctx, n.raft.AddVoter(raft.ServerID(req.RaftID), raft.ServerAddress(req.RaftAddr), 0, 0)); err != nil {
+	if err := n.wait(ctx, n.raft.AddVoter(raft.ServerID(req.RaftID), raft.ServerAddress(req.RaftAddr), 0, 0), nil); err != nil {
 		return "", fmt.Errorf("promote %s to voter: %w", req.RaftID, err)
 	}
 	n.log.Info("promoted a rejoined member to voter", "id", req.RaftID, "last_index", req.LastIndex)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/limiterd/limiter/api/limiterpb"
 	"github.com/limiterd/limiter/fsm"
+	"github.com/limiterd/limiter/node"
 )
 
 func limitInfo(li *fsm.LimitInfo) *limiterpb.LimitInfo {
@@ -16,102 +17,62 @@ func limitInfo(li *fsm.LimitInfo) *limiterpb.LimitInfo {
 
 // SetLimit implements Admin.SetLimit: create a limit, or change it live.
 func (s *Server) SetLimit(ctx context.Context, req *limiterpb.SetLimitRequest) (*limiterpb.LimitInfo, error) {
-	ctx, cancel := withTimeout(ctx)
-	defer cancel()
 	if err := fsm.CheckName(req.GetName()); err != nil {
 		return nil, invalidArg("name: %v", err)
 	}
-	if !s.node.IsLeader() {
-		fctx, c, err := s.leaderConn(ctx)
+	return onLeader(s, ctx, req, adminRPC(limiterpb.AdminClient.SetLimit), func(ctx context.Context) (*limiterpb.LimitInfo, error) {
+		li, err := s.node.SetLimit(ctx, fsm.LimitSpec{Name: req.GetName(), Rate: req.GetRate(), Period: time.Duration(req.GetPeriodNanos()), Burst: req.GetBurst()})
 		if err != nil {
 			return nil, err
 		}
-		return limiterpb.NewAdminClient(c).SetLimit(fctx, req)
-	}
-	resp, err := s.node.Propose(ctx, fsm.Command{Kind: fsm.KindSetLimit, Limit: fsm.LimitSpec{
-		Name: req.GetName(), Rate: req.GetRate(), Period: time.Duration(req.GetPeriodNanos()), Burst: req.GetBurst(),
-	}})
-	if err == nil {
-		err = resp.Err
-	}
-	if err != nil {
-		return nil, s.toStatus(ctx, err)
-	}
-	if li, err := s.node.FSM().Limit(req.GetName()); err == nil {
-		resp.Limit.Buckets = li.Buckets // local, not replicated: how many buckets this node holds
-	}
-	return limitInfo(resp.Limit), nil
+		if local, err := s.node.FSM().Limit(req.GetName()); err == nil {
+			li.Buckets = local.Buckets // local, not replicated: how many buckets this node holds
+		}
+		return limitInfo(li), nil
+	})
 }
 
 // GetLimit implements Admin.GetLimit (a linearizable read on the leader).
 func (s *Server) GetLimit(ctx context.Context, req *limiterpb.GetLimitRequest) (*limiterpb.LimitInfo, error) {
-	ctx, cancel := withTimeout(ctx)
-	defer cancel()
 	if err := fsm.CheckName(req.GetName()); err != nil {
 		return nil, invalidArg("name: %v", err)
 	}
-	if !s.node.IsLeader() {
-		fctx, c, err := s.leaderConn(ctx)
+	return onLeader(s, ctx, req, adminRPC(limiterpb.AdminClient.GetLimit), func(ctx context.Context) (*limiterpb.LimitInfo, error) {
+		var li *fsm.LimitInfo
+		var err error
+		if rerr := s.node.Read(ctx, func() { li, err = s.node.FSM().Limit(req.GetName()) }); rerr != nil {
+			return nil, rerr
+		}
 		if err != nil {
 			return nil, err
 		}
-		return limiterpb.NewAdminClient(c).GetLimit(fctx, req)
-	}
-	var li *fsm.LimitInfo
-	var err error
-	if rerr := s.node.Read(ctx, func() { li, err = s.node.FSM().Limit(req.GetName()) }); rerr != nil {
-		return nil, s.toStatus(ctx, rerr)
-	}
-	if err != nil {
-		return nil, s.toStatus(ctx, err)
-	}
-	return limitInfo(li), nil
+		return limitInfo(li), nil
+	})
 }
 
 // ListLimits implements Admin.ListLimits (a linearizable read on the leader).
 func (s *Server) ListLimits(ctx context.Context, req *limiterpb.ListLimitsRequest) (*limiterpb.ListLimitsResponse, error) {
-	ctx, cancel := withTimeout(ctx)
-	defer cancel()
-	if !s.node.IsLeader() {
-		fctx, c, err := s.leaderConn(ctx)
-		if err != nil {
+	return onLeader(s, ctx, req, adminRPC(limiterpb.AdminClient.ListLimits), func(ctx context.Context) (*limiterpb.ListLimitsResponse, error) {
+		var limits []*fsm.LimitInfo
+		if err := s.node.Read(ctx, func() { limits = s.node.FSM().Limits() }); err != nil {
 			return nil, err
 		}
-		return limiterpb.NewAdminClient(c).ListLimits(fctx, req)
-	}
-	var limits []*fsm.LimitInfo
-	if err := s.node.Read(ctx, func() { limits = s.node.FSM().Limits() }); err != nil {
-		return nil, s.toStatus(ctx, err)
-	}
-	resp := &limiterpb.ListLimitsResponse{}
-	for _, li := range limits {
-		resp.Limits = append(resp.Limits, limitInfo(li))
-	}
-	return resp, nil
+		resp := &limiterpb.ListLimitsResponse{}
+		for _, li := range limits {
+			resp.Limits = append(resp.Limits, limitInfo(li))
+		}
+		return resp, nil
+	})
 }
 
 // DeleteLimit implements Admin.DeleteLimit.
 func (s *Server) DeleteLimit(ctx context.Context, req *limiterpb.DeleteLimitRequest) (*limiterpb.DeleteLimitResponse, error) {
-	ctx, cancel := withTimeout(ctx)
-	defer cancel()
 	if err := fsm.CheckName(req.GetName()); err != nil {
 		return nil, invalidArg("name: %v", err)
 	}
-	if !s.node.IsLeader() {
-		fctx, c, err := s.leaderConn(ctx)
-		if err != nil {
-			return nil, err
-		}
-		return limiterpb.NewAdminClient(c).DeleteLimit(fctx, req)
-	}
-	resp, err := s.node.Propose(ctx, fsm.Command{Kind: fsm.KindDeleteLimit, Limit: fsm.LimitSpec{Name: req.GetName()}})
-	if err == nil {
-		err = resp.Err
-	}
-	if err != nil {
-		return nil, s.toStatus(ctx, err)
-	}
-	return &limiterpb.DeleteLimitResponse{}, nil
+	return onLeader(s, ctx, req, adminRPC(limiterpb.AdminClient.DeleteLimit), func(ctx context.Context) (*limiterpb.DeleteLimitResponse, error) {
+		return &limiterpb.DeleteLimitResponse{}, s.node.DeleteLimit(ctx, req.GetName())
+	})
 }
 
 // ListMembers implements Admin.ListMembers: the leader's configuration (this node's when no
@@ -120,10 +81,8 @@ func (s *Server) ListMembers(ctx context.Context, req *limiterpb.ListMembersRequ
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
 	if !s.node.IsLeader() {
-		if fctx, c, err := s.leaderConn(ctx); err == nil {
-			if resp, err := limiterpb.NewAdminClient(c).ListMembers(fctx, req); err == nil {
-				return resp, nil
-			}
+		if resp, err := forward(s, ctx, req, adminRPC(limiterpb.AdminClient.ListMembers), false); err == nil {
+			return resp, nil
 		}
 	}
 	members, err := s.node.Members(ctx)
@@ -133,7 +92,7 @@ func (s *Server) ListMembers(ctx context.Context, req *limiterpb.ListMembersRequ
 	resp := &limiterpb.ListMembersResponse{Members: make([]*limiterpb.Member, len(members))}
 	var wg sync.WaitGroup
 	for i, m := range members {
-		pm := &limiterpb.Member{Id: m.ID, RaftAddress: m.RaftAddr, ApiAddress: m.APIAddr, Leader: m.Leader, Suffrage: suffrage(m.Suffrage), LastContactMillis: -1}
+		pm := memberPB(m)
 		resp.Members[i] = pm
 		if m.ID == s.node.ID() {
 			st := s.node.Status()
@@ -182,6 +141,11 @@ func contactMillis(d time.Duration) int64 {
 	return d.Milliseconds()
 }
 
+// memberPB is a member's wire form; its log index and last contact are filled in by the caller.
+func memberPB(m node.Member) *limiterpb.Member {
+	return &limiterpb.Member{Id: m.ID, RaftAddress: m.RaftAddr, ApiAddress: m.APIAddr, Leader: m.Leader, Suffrage: suffrage(m.Suffrage), LastContactMillis: -1}
+}
+
 func suffrage(s string) limiterpb.Suffrage {
 	switch s {
 	case "Nonvoter":
@@ -194,56 +158,35 @@ func suffrage(s string) limiterpb.Suffrage {
 
 // AddVoter implements Admin.AddVoter (also how a joining node registers).
 func (s *Server) AddVoter(ctx context.Context, req *limiterpb.AddVoterRequest) (*limiterpb.AddVoterResponse, error) {
-	ctx, cancel := withTimeout(ctx)
-	defer cancel()
 	if req.GetId() == "" || req.GetRaftAddress() == "" {
 		return nil, invalidArg("id and raft_address are required")
 	}
-	if !s.node.IsLeader() {
-		fctx, c, err := s.leaderConn(ctx)
-		if err != nil {
-			return nil, err
-		}
-		return limiterpb.NewAdminClient(c).AddVoter(fctx, req)
-	}
-	if err := s.node.AddVoter(ctx, req.GetId(), req.GetRaftAddress(), req.GetApiAddress()); err != nil {
-		return nil, s.toStatus(ctx, err)
-	}
-	return &limiterpb.AddVoterResponse{}, nil
+	return onLeader(s, ctx, req, adminRPC(limiterpb.AdminClient.AddVoter), func(ctx context.Context) (*limiterpb.AddVoterResponse, error) {
+		return &limiterpb.AddVoterResponse{}, s.node.AddVoter(ctx, req.GetId(), req.GetRaftAddress(), req.GetApiAddress())
+	})
 }
 
 // RemoveServer implements Admin.RemoveServer. Removing the leader transfers leadership first
 // and then has the new leader remove it, so the cluster never waits out an election.
 func (s *Server) RemoveServer(ctx context.Context, req *limiterpb.RemoveServerRequest) (*limiterpb.RemoveServerResponse, error) {
-	ctx, cancel := withTimeout(ctx)
-	defer cancel()
 	if req.GetId() == "" {
 		return nil, invalidArg("id is required")
 	}
+	remote := adminRPC(limiterpb.AdminClient.RemoveServer)
 	if s.node.IsLeader() && req.GetId() == s.node.ID() {
+		ctx, cancel := withTimeout(ctx)
+		defer cancel()
 		if err := s.node.TransferLeadership(ctx, ""); err != nil {
 			return nil, s.toStatus(ctx, err)
 		}
 		if err := s.waitForOtherLeader(ctx); err != nil {
 			return nil, s.toStatus(ctx, err)
 		}
-		fctx, c, err := s.leaderConnAfterHandover(ctx)
-		if err != nil {
-			return nil, err
-		}
-		return limiterpb.NewAdminClient(c).RemoveServer(fctx, req)
+		return forward(s, ctx, req, remote, true)
 	}
-	if !s.node.IsLeader() {
-		fctx, c, err := s.leaderConn(ctx)
-		if err != nil {
-			return nil, err
-		}
-		return limiterpb.NewAdminClient(c).RemoveServer(fctx, req)
-	}
-	if err := s.node.RemoveServer(ctx, req.GetId()); err != nil {
-		return nil, s.toStatus(ctx, err)
-	}
-	return &limiterpb.RemoveServerResponse{}, nil
+	return onLeader(s, ctx, req, remote, func(ctx context.Context) (*limiterpb.RemoveServerResponse, error) {
+		return &limiterpb.RemoveServerResponse{}, s.node.RemoveServer(ctx, req.GetId())
+	})
 }
 
 // waitForOtherLeader waits until another node is known as leader with an API address.
@@ -264,12 +207,8 @@ func (s *Server) waitForOtherLeader(ctx context.Context) error {
 func (s *Server) TransferLeadership(ctx context.Context, req *limiterpb.TransferLeadershipRequest) (*limiterpb.TransferLeadershipResponse, error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	if s.node.Raft().State().String() != "Leader" {
-		fctx, c, err := s.leaderConn(ctx)
-		if err != nil {
-			return nil, err
-		}
-		return limiterpb.NewAdminClient(c).TransferLeadership(fctx, req)
+	if !s.node.LeadsRaft() { // not IsLeader: a leader that is not ready yet may still hand over
+		return forward(s, ctx, req, adminRPC(limiterpb.AdminClient.TransferLeadership), false)
 	}
 	if req.GetId() == s.node.ID() {
 		return &limiterpb.TransferLeadershipResponse{LeaderId: s.node.ID()}, nil
@@ -305,7 +244,7 @@ func (s *Server) Status(ctx context.Context, req *limiterpb.StatusRequest) (*lim
 	defer cancel()
 	if members, err := s.node.Members(mctx); err == nil {
 		for _, m := range members {
-			pm := &limiterpb.Member{Id: m.ID, RaftAddress: m.RaftAddr, ApiAddress: m.APIAddr, Leader: m.Leader, Suffrage: suffrage(m.Suffrage), LastContactMillis: -1}
+			pm := memberPB(m)
 			if m.ID == st.ID {
 				pm.MatchIndex, pm.LastContactMillis = st.LastLogIndex, contactMillis(st.LastContact)
 			}

@@ -8,7 +8,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/limiterd/limiter/api/limiterpb"
@@ -25,12 +24,7 @@ func (s *Server) leaderOnlyStream(ss grpc.ServerStream) error {
 	if s.node.IsLeader() {
 		return nil
 	}
-	id, addr := s.node.Leader()
-	if addr != "" && addr != s.node.APIAddr() {
-		ss.SetTrailer(metadata.Pairs(LeaderHeader, addr))
-		return status.Errorf(codes.Unavailable, "%v; the leader is %s at %s: call it there", node.ErrNotLeader, id, addr)
-	}
-	return status.Errorf(codes.Unavailable, "%v; no leader known yet, retry shortly", node.ErrNotLeader)
+	return s.unavailable(ss.Context(), node.ErrNotLeader)
 }
 
 // chunkWriter sends what is written as SnapshotChunk messages.
@@ -100,7 +94,7 @@ func (s *Server) RestoreSnapshot(stream limiterpb.Admin_RestoreSnapshotServer) e
 			return status.Errorf(codes.Internal, "spool snapshot: %v", err)
 		}
 	}
-	scratch, err := fsm.New(fsm.DefaultConfig())
+	scratch, err := fsm.New(s.node.FSM().Config()) // verified under this cluster's parameters
 	if err != nil {
 		return status.Errorf(codes.Internal, "%v", err)
 	}

@@ -210,7 +210,7 @@ func (c *EnvoyConfig) match(domain string, keys, values []string) *envoyRule {
 func (c *EnvoyConfig) Limits() []LimitDecl {
 	var out []LimitDecl
 	for _, r := range c.rules {
-		out = append(out, LimitDecl{Name: r.limit, Rate: r.rpu, Per: r.per, Enforce: true})
+		out = append(out, LimitDecl{LimitSpec: fsm.LimitSpec{Name: r.limit, Rate: r.rpu, Period: r.per}, Enforce: true})
 	}
 	return out
 }

@@ -21,7 +21,9 @@ const LeaderHeader = "x-limiter-leader"
 // forwardedHeader marks a request forwarded by another node, so it is never forwarded twice.
 const forwardedHeader = "x-limiter-forwarded"
 
-// toStatus decides the gRPC status of an error: the one place where codes are chosen.
+// toStatus decides the gRPC status of an error: the one place where codes are chosen for what
+// node/ and fsm/ return (validation answers InvalidArgument at once, auth.go PermissionDenied,
+// and backup.go names upload problems in its own words).
 func (s *Server) toStatus(ctx context.Context, err error) error {
 	if err == nil {
 		return nil

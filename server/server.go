@@ -7,21 +7,20 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"log/slog"
 	"sync"
 	"time"
 
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/grpc/status"
 
 	"github.com/limiterd/limiter/api/limiterpb"
+	"github.com/limiterd/limiter/bucket"
 	"github.com/limiterd/limiter/fsm"
 	"github.com/limiterd/limiter/node"
 )
@@ -72,10 +71,7 @@ type Options struct {
 
 // LimitDecl is a limit to create if it does not exist.
 type LimitDecl struct {
-	Name  string
-	Rate  int64
-	Per   time.Duration
-	Burst int64
+	fsm.LimitSpec
 	// Enforce keeps the limit as declared: the leader re-creates it when it is missing (deleted,
 	// or a backup without it was restored) and sets it back when it differs. For limits whose
 	// declaration is the source of truth (Envoy's configuration); without it a declared limit is
@@ -136,12 +132,14 @@ func (s *Server) Close() {
 }
 
 // background keeps this node's API address registered in the replicated state (joining the
-// cluster first when asked to) and keeps the health status current.
+// cluster first when asked to), keeps the health status current, and on the leader keeps the
+// declared limits in place.
 func (s *Server) background() {
 	defer s.wg.Done()
-	t := time.NewTicker(250 * time.Millisecond)
+	const every = 250 * time.Millisecond
+	t := time.NewTicker(every)
 	defer t.Stop()
-	ticks := 0
+	lastEnforce := time.Time{}
 	for {
 		s.updateHealth()
 		if !s.registered() {
@@ -149,12 +147,12 @@ func (s *Server) background() {
 		}
 		if s.node.IsLeader() {
 			if !s.limitsDone {
-				s.limitsDone = s.createDeclaredLimits(true)
-			} else if ticks%8 == 0 { // every 2 s: put enforced limits back if they were changed
-				s.createDeclaredLimits(false)
+				s.limitsDone = s.createMissingLimits()
+			} else if time.Since(lastEnforce) >= enforceEvery {
+				lastEnforce = time.Now()
+				s.enforceDeclaredLimits()
 			}
 		}
-		ticks++
 		select {
 		case <-s.stop:
 			return
@@ -164,6 +162,9 @@ func (s *Server) background() {
 		}
 	}
 }
+
+// enforceEvery is how often the leader puts enforced limits back when they were changed.
+const enforceEvery = 2 * time.Second
 
 func (s *Server) registered() bool {
 	return s.node.FSM().Members()[s.node.ID()] == s.node.APIAddr()
@@ -217,36 +218,42 @@ func (s *Server) serving() bool {
 	return r.CommitIndex() <= r.AppliedIndex()+maxServingLag
 }
 
-// createDeclaredLimits makes the declared limits exist on the leader and reports whether it
-// could. On the first pass it creates every missing one; existing limits are left as they are,
-// except Enforce ones, which are set back to their declaration. Later passes (first false) look
-// at Enforce limits only.
-func (s *Server) createDeclaredLimits(first bool) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+// createMissingLimits makes every declared limit exist (those that exist are left as they are,
+// except enforced ones, which are set back to their declaration) and reports whether it could.
+func (s *Server) createMissingLimits() bool {
 	for _, l := range s.limits {
-		if !first && !l.Enforce {
-			continue
-		}
-		if info, err := s.node.FSM().Limit(l.Name); err == nil {
-			burst := l.Burst
-			if burst == 0 {
-				burst = l.Rate
-			}
-			if !l.Enforce || (info.Rate == l.Rate && info.Period == l.Per && info.Burst == burst) {
-				continue
-			}
-		}
-		resp, err := s.node.Propose(ctx, fsm.Command{Kind: fsm.KindSetLimit, Limit: fsm.LimitSpec{Name: l.Name, Rate: l.Rate, Period: l.Per, Burst: l.Burst}})
-		if err == nil {
-			err = resp.Err
-		}
-		if err != nil {
-			s.log.Warn("create declared limit", "limit", l.Name, "err", err)
+		if !s.declare(l) {
 			return false
 		}
-		s.log.Info("set declared limit", "limit", l.Name, "rate", l.Rate, "per", l.Per, "burst", l.Burst)
 	}
+	return true
+}
+
+// enforceDeclaredLimits sets enforced limits back to their declaration if they changed or are gone.
+func (s *Server) enforceDeclaredLimits() {
+	for _, l := range s.limits {
+		if l.Enforce && !s.declare(l) {
+			return
+		}
+	}
+}
+
+// declare creates l if it is missing, or sets it back if it is enforced and differs, and reports
+// whether that worked.
+func (s *Server) declare(l LimitDecl) bool {
+	if info, err := s.node.FSM().Limit(l.Name); err == nil {
+		want, err := bucket.NewLimit(l.Rate, l.Period, l.Burst) // applies the burst default
+		if !l.Enforce || (err == nil && info.Rate == want.Rate() && info.Period == want.Period() && info.Burst == want.Burst()) {
+			return true
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := s.node.SetLimit(ctx, l.LimitSpec); err != nil {
+		s.log.Warn("create declared limit", "limit", l.Name, "err", err)
+		return false
+	}
+	s.log.Info("set declared limit", "limit", l.Name, "rate", l.Rate, "per", l.Period, "burst", l.Burst)
 	return true
 }
 
@@ -260,75 +267,6 @@ func (s *Server) updateHealth() {
 	// "liveness" only says the process answers: for probes that restart a stuck member, which
 	// must not fire merely because the cluster has lost quorum.
 	s.health.SetServingStatus(LivenessService, healthpb.HealthCheckResponse_SERVING)
-}
-
-// conn returns a cached client connection to a member's API address.
-func (s *Server) conn(addr string) (*grpc.ClientConn, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if c, ok := s.conns[addr]; ok {
-		return c, nil
-	}
-	c, err := grpc.NewClient(addr, s.dial...)
-	if err != nil {
-		return nil, err
-	}
-	s.conns[addr] = c
-	return c, nil
-}
-
-// leaderConn returns a connection to the leader for forwarding, or an Unavailable status when
-// the leader is unknown or the request was already forwarded once (no forwarding loops).
-func (s *Server) leaderConn(ctx context.Context) (context.Context, *grpc.ClientConn, error) {
-	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(forwardedHeader)) > 0 {
-		return nil, nil, s.unavailable(ctx, node.ErrNotLeader)
-	}
-	return s.leaderConnAfterHandover(ctx)
-}
-
-// leaderConnAfterHandover is leaderConn for a node that led when the request arrived and has just
-// handed leadership over (removing itself): it may pass a request on once more, since it was the
-// request's destination, not a follower in a loop.
-func (s *Server) leaderConnAfterHandover(ctx context.Context) (context.Context, *grpc.ClientConn, error) {
-	_, addr := s.node.Leader()
-	if addr == "" || addr == s.node.APIAddr() {
-		return nil, nil, s.unavailable(ctx, node.ErrNotLeader)
-	}
-	c, err := s.conn(addr)
-	if err != nil {
-		return nil, nil, s.unavailable(ctx, node.ErrNotLeader)
-	}
-	out := metadata.AppendToOutgoingContext(ctx, forwardedHeader, s.node.ID())
-	return out, c, nil
-}
-
-// relayLeader runs on this node's outgoing calls. On a call forwarded to the leader it names the
-// leader to the original caller in the LeaderHeader trailer: the leader's own hint when it
-// refused (it may know a newer leader), else the address the call was forwarded to. So a client
-// that reached a follower goes straight to the leader next time instead of paying the extra hop
-// on every call.
-func relayLeader(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	if md, ok := metadata.FromOutgoingContext(ctx); !ok || len(md.Get(forwardedHeader)) == 0 {
-		return invoker(ctx, method, req, reply, cc, opts...)
-	}
-	var trailer metadata.MD
-	err := invoker(ctx, method, req, reply, cc, append(opts, grpc.Trailer(&trailer))...)
-	leader := cc.Target()
-	if hint := trailer.Get(LeaderHeader); len(hint) > 0 {
-		leader = hint[0]
-	} else if c := status.Code(err); c == codes.Unavailable || c == codes.DeadlineExceeded {
-		return err // it may not lead any more and named no one: leave the caller to its own discovery
-	}
-	_ = grpc.SetTrailer(ctx, metadata.Pairs(LeaderHeader, leader))
-	return err
-}
-
-// withTimeout applies DefaultTimeout to calls without a deadline.
-func withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
-	if _, ok := ctx.Deadline(); ok {
-		return context.WithCancel(ctx)
-	}
-	return context.WithTimeout(ctx, DefaultTimeout)
 }
 
 // newRequestID returns a random request ID for calls that came without one.

@@ -58,9 +58,9 @@ func FuzzValidateTake(f *testing.F) {
 			}
 			return
 		}
-		cmd := fsm.Command{Kind: fsm.KindTakeBatch, Takes: []fsm.Take{tk}}
+		cmd := fsm.Command{TakeBatch: []fsm.Take{tk}}
 		back, derr := fsm.Decode(cmd.Encode(nil))
-		if derr != nil || len(back.Takes) != 1 || len(back.Takes[0].Items) != 2 {
+		if derr != nil || len(back.TakeBatch) != 1 || len(back.TakeBatch[0].Items) != 2 {
 			t.Fatalf("accepted take does not round-trip: %v", derr)
 		}
 		for _, it := range tk.Items {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/limiterd/limiter/api/limiterpb"
 	"github.com/limiterd/limiter/client"
+	"github.com/limiterd/limiter/fsm"
 	"github.com/limiterd/limiter/node"
 	"github.com/limiterd/limiter/server"
 )
@@ -139,7 +140,7 @@ func TestOps_DeclaredLimitsAreCreatedOnceAndNeverOverridden(t *testing.T) {
 	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 300*time.Millisecond, 300*time.Millisecond, 150*time.Millisecond
 	cfg.Bootstrap = []node.Peer{{ID: "solo", RaftAddr: addrs[0]}}
 	cfg.RaftLogOutput = io.Discard
-	decl := []server.LimitDecl{{Name: "payments", Rate: 1000, Per: time.Minute}}
+	decl := []server.LimitDecl{{LimitSpec: fsm.LimitSpec{Name: "payments", Rate: 1000, Period: time.Minute}}}
 	start := func() *server.Instance {
 		in, err := server.StartInstance(context.Background(), server.InstanceConfig{Node: cfg, APIListen: addrs[1], Logger: testLogger(), Limits: decl})
 		if err != nil {

@@ -77,7 +77,7 @@ func loadConfig(path string, fs *pflag.FlagSet) ([]server.LimitDecl, error) {
 		if _, err := bucket.NewLimit(l.Rate, per, l.Burst); err != nil {
 			return nil, fmt.Errorf("config %s: %s (%s): %w", path, field, l.Name, err)
 		}
-		decls = append(decls, server.LimitDecl{Name: l.Name, Rate: l.Rate, Per: per, Burst: l.Burst})
+		decls = append(decls, server.LimitDecl{LimitSpec: fsm.LimitSpec{Name: l.Name, Rate: l.Rate, Period: per, Burst: l.Burst}})
 	}
 	return decls, nil
 }

@@ -102,7 +102,7 @@ limits:
 	if get("id") != "from-file" || get("raft-addr") != "10.0.0.1:7000" || get("data-dir") != "/from/flag" || get("heartbeat-timeout") != "2s" {
 		t.Fatalf("precedence wrong: id=%s raft-addr=%s data-dir=%s heartbeat=%s", get("id"), get("raft-addr"), get("data-dir"), get("heartbeat-timeout"))
 	}
-	if len(limits) != 2 || limits[0].Name != "payments" || limits[0].Per != time.Minute || limits[1].Burst != 10 {
+	if len(limits) != 2 || limits[0].Name != "payments" || limits[0].Period != time.Minute || limits[1].Burst != 10 {
 		t.Fatalf("limits %+v", limits)
 	}
 }
