@@ -64,7 +64,6 @@ func (b *batcher) submit(ctx context.Context, t fsm.Take) (fsm.TakeOutcome, erro
 }
 
 func (b *batcher) run() {
-	defer b.n.wg.Done()
 	inflight := make(chan struct{}, b.n.cfg.MaxInflightBatches)
 	var wg sync.WaitGroup
 	defer wg.Wait()

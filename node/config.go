@@ -89,14 +89,15 @@ type Config struct {
 	// Join, when the data dir is empty, starts the node without state to be added by a member.
 	Join bool
 
-	// Raft timing. Zero values take the defaults of DefaultConfig.
+	// Raft timing; all three must be positive (DefaultConfig has production values).
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
 	// LeaseDuration is how long a leader may answer reads from local state after a quorum
 	// confirmed its leadership. 0 means half of HeartbeatTimeout; negative disables the lease
-	// (every read pays a heartbeat round). It must be at most 60% of HeartbeatTimeout. A restarted node waits this long
-	// before starting Raft, so it cannot help elect a new leader while an old lease may be held.
+	// (every read pays a heartbeat round). It must be at most 60% of HeartbeatTimeout. (A
+	// restarted node waits a whole HeartbeatTimeout before starting Raft, so it cannot help elect
+	// a new leader while an old lease may be held.)
 	LeaseDuration time.Duration
 	// SnapshotThreshold is the number of log entries between snapshots; SnapshotInterval how
 	// often Raft checks; TrailingLogs how many entries it keeps after a snapshot so slow

@@ -242,19 +242,16 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.started.Store(true)
 	n.mux.raftOn.Store(true)
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
+	n.spawn(func() {
 		n.trans.pump(func() raft.ServerID { _, id := n.raft.LeaderWithID(); return id }, n.canVote, n.shutdownCh)
-	}()
+	})
 	if has {
 		n.log.Info("restarted from existing state", "data_dir", cfg.DataDir)
 	}
 
 	n.batch = newBatcher(n)
-	n.wg.Add(2)
-	go n.batch.run()
-	go n.watchLeadership()
+	n.spawn(n.batch.run)
+	n.spawn(n.watchLeadership)
 	if rejoining {
 		n.spawn(n.rejoin)
 	}
@@ -278,7 +275,8 @@ func (n *Node) updateMeta(m nodeMeta) error {
 }
 
 // spawn runs fn in a goroutine that Shutdown waits for, unless shutdown has begun (a WaitGroup
-// must not grow while Shutdown waits on it).
+// must not grow while Shutdown waits on it). Every goroutine the node owns starts here; the only
+// others are the waiters on raft futures (future.go) and the Raft port's connections (mux.go).
 func (n *Node) spawn(fn func()) {
 	n.spawnMu.Lock()
 	defer n.spawnMu.Unlock()
@@ -384,7 +382,6 @@ func (n *Node) Leader() (id, apiAddr string) {
 // watchLeadership commits a barrier on each election win before marking the node ready, and
 // re-anchors the stamp clock. Losing leadership clears readiness at once.
 func (n *Node) watchLeadership() {
-	defer n.wg.Done()
 	for {
 		select {
 		case <-n.shutdownCh:
