@@ -11,8 +11,6 @@ import (
 	"sync"
 	"time"
 
-	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
-
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
@@ -42,7 +40,6 @@ type Server struct {
 	health *health.Server
 	join   []string // API addresses to ask for membership when this node has none
 	limits []LimitDecl
-	envoy  *EnvoyService // nil unless configured
 	// limitsDone is set once the declared limits exist.
 	limitsDone bool
 
@@ -50,8 +47,9 @@ type Server struct {
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn // API address -> connection, for forwarding
 
-	stop chan struct{}
-	wg   sync.WaitGroup
+	stop      chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup
 }
 
 // Options configure a Server.
@@ -60,10 +58,6 @@ type Options struct {
 	Join []string
 	// Limits are created by the leader when they do not exist (a configuration file's limits).
 	Limits []LimitDecl
-	// Envoy, if set, serves envoy.service.ratelimit.v3.RateLimitService with these rules (their
-	// limits are created like Limits); EnvoyHeaders adds X-RateLimit-* response headers.
-	Envoy        *EnvoyConfig
-	EnvoyHeaders bool
 	// DialOptions are used to reach other members (plaintext when empty).
 	DialOptions []grpc.DialOption
 	Logger      *slog.Logger
@@ -92,10 +86,6 @@ func New(n *node.Node, opts Options) *Server {
 		node: n, log: opts.Logger.With("node", n.ID()), health: health.NewServer(),
 		join: opts.Join, limits: opts.Limits, conns: map[string]*grpc.ClientConn{}, stop: make(chan struct{}),
 	}
-	if opts.Envoy != nil {
-		s.envoy = &EnvoyService{s: s, cfg: opts.Envoy, headers: opts.EnvoyHeaders}
-		s.limits = append(append([]LimitDecl{}, s.limits...), opts.Envoy.Limits()...)
-	}
 	return s
 }
 
@@ -104,9 +94,6 @@ func New(n *node.Node, opts Options) *Server {
 func (s *Server) Register(g *grpc.Server) {
 	limiterpb.RegisterRateLimiterServer(g, s)
 	limiterpb.RegisterAdminServer(g, s)
-	if s.envoy != nil {
-		rlsv3.RegisterRateLimitServiceServer(g, s.envoy)
-	}
 	healthpb.RegisterHealthServer(g, s.health)
 	reflection.Register(g)
 	s.wg.Add(1)
@@ -115,11 +102,10 @@ func (s *Server) Register(g *grpc.Server) {
 
 // Close stops background work and closes forwarding connections.
 func (s *Server) Close() {
-	select {
-	case <-s.stop:
-		return
-	default:
-	}
+	s.closeOnce.Do(s.close)
+}
+
+func (s *Server) close() {
 	close(s.stop)
 	s.wg.Wait()
 	s.health.Shutdown()
@@ -207,9 +193,9 @@ func (s *Server) register() {
 // itself healthy.
 const maxServingLag = 1000
 
-// serving reports whether this node can serve: it knows a leader, its state machine is not
+// Serving reports whether this node can serve: it knows a leader, its state machine is not
 // halted, and it has applied nearly everything committed.
-func (s *Server) serving() bool {
+func (s *Server) Serving() bool {
 	id, _ := s.node.Leader()
 	if id == "" || s.node.FSM().Stats().Halted != nil {
 		return false
@@ -259,7 +245,7 @@ func (s *Server) declare(l LimitDecl) bool {
 
 func (s *Server) updateHealth() {
 	st := healthpb.HealthCheckResponse_NOT_SERVING
-	if s.serving() {
+	if s.Serving() {
 		st = healthpb.HealthCheckResponse_SERVING
 	}
 	s.health.SetServingStatus("", st)

@@ -1,8 +1,6 @@
 package server
 
 import (
-	"math"
-	"net"
 	"strings"
 	"testing"
 
@@ -69,34 +67,4 @@ func FuzzValidateTake(f *testing.F) {
 			}
 		}
 	})
-}
-
-func TestAdvertisedAPIAddr_NeverAWildcard(t *testing.T) {
-	cases := []struct {
-		bound    string
-		raftAddr string
-		want     string
-	}{
-		{"127.0.0.1:7401", "127.0.0.1:7411", "127.0.0.1:7401"},
-		{"0.0.0.0:7400", "limiter-1.limiter:7000", "limiter-1.limiter:7400"},
-		{"[::]:7400", "10.0.0.5:7000", "10.0.0.5:7400"},
-		{"0.0.0.0:7400", "0.0.0.0:7000", "127.0.0.1:7400"},
-	}
-	for _, c := range cases {
-		a, err := net.ResolveTCPAddr("tcp", c.bound)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := advertisedAPIAddr(a, c.raftAddr); got != c.want {
-			t.Errorf("bound %s, raft %s: got %s, want %s", c.bound, c.raftAddr, got, c.want)
-		}
-	}
-}
-
-func TestClampU32_FitsEnvoyFields(t *testing.T) {
-	for in, want := range map[int64]uint32{-5: 0, 0: 0, 7: 7, math.MaxUint32: math.MaxUint32, math.MaxUint32 + 1: math.MaxUint32, math.MaxInt64: math.MaxUint32} {
-		if got := clampU32(in); got != want {
-			t.Errorf("clampU32(%d) = %d, want %d", in, got, want)
-		}
-	}
 }

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/limiterd/limiter/client"
+	"github.com/limiterd/limiter/member"
 	"github.com/limiterd/limiter/server"
 )
 
@@ -22,7 +23,7 @@ func TestAuth_AdminCallsNeedAnAdminCertificateOrTheToken(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c := mustStartClusterWith(t, 3, func(ic *server.InstanceConfig) {
+	c := mustStartClusterWith(t, 3, func(ic *member.Config) {
 		ic.TLS, ic.ClientAuth = node, tls.VerifyClientCertIfGiven
 		ic.Auth = &server.Auth{TokenFile: tokenFile, Admins: []string{"admin"}, Nodes: []string{"limiterd-node"}}
 	})

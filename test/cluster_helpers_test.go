@@ -15,26 +15,26 @@ import (
 	"time"
 
 	"github.com/limiterd/limiter/client"
+	"github.com/limiterd/limiter/member"
 	"github.com/limiterd/limiter/node"
-	"github.com/limiterd/limiter/server"
 )
 
-// member is one slot of a test cluster: fixed addresses and data dir across restarts.
-type member struct {
+// slot is one member of a test cluster: fixed addresses and data dir across restarts.
+type slot struct {
 	id       string
 	raftAddr string
 	apiAddr  string
 	metrics  string // Prometheus HTTP address
 	dir      string
-	in       *server.Instance // nil while stopped
+	in       *member.Member // nil while stopped
 }
 
 // cluster is a set of limiterd members in this process, on 127.0.0.1.
 type cluster struct {
 	t       *testing.T
-	members []*member
+	members []*slot
 	peers   []node.Peer
-	tweak   func(*server.InstanceConfig) // applied to every member's config before it starts
+	tweak   func(*member.Config) // applied to every member's config before it starts
 }
 
 // freeAddrs reserves n distinct loopback ports for servers that are told their address in advance
@@ -93,12 +93,12 @@ func mustStartCluster(t *testing.T, n int) *cluster {
 }
 
 // mustStartClusterWith is mustStartCluster with tweak applied to each member's configuration.
-func mustStartClusterWith(t *testing.T, n int, tweak func(*server.InstanceConfig)) *cluster {
+func mustStartClusterWith(t *testing.T, n int, tweak func(*member.Config)) *cluster {
 	t.Helper()
 	addrs := freeAddrs(t, 3*n)
 	c := &cluster{t: t, tweak: tweak}
 	for i := 0; i < n; i++ {
-		m := &member{id: fmt.Sprintf("n%d", i+1), raftAddr: addrs[3*i], apiAddr: addrs[3*i+1], metrics: addrs[3*i+2], dir: filepath.Join(t.TempDir(), fmt.Sprintf("n%d", i+1))}
+		m := &slot{id: fmt.Sprintf("n%d", i+1), raftAddr: addrs[3*i], apiAddr: addrs[3*i+1], metrics: addrs[3*i+2], dir: filepath.Join(t.TempDir(), fmt.Sprintf("n%d", i+1))}
 		c.members = append(c.members, m)
 		c.peers = append(c.peers, node.Peer{ID: m.id, RaftAddr: m.raftAddr})
 	}
@@ -108,7 +108,7 @@ func mustStartClusterWith(t *testing.T, n int, tweak func(*server.InstanceConfig
 	return c
 }
 
-func (c *cluster) nodeConfig(m *member) node.Config {
+func (c *cluster) nodeConfig(m *slot) node.Config {
 	cfg := node.DefaultConfig()
 	cfg.ID, cfg.RaftAddr, cfg.APIAddr, cfg.DataDir = m.id, m.raftAddr, m.apiAddr, m.dir
 	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 500*time.Millisecond, 500*time.Millisecond, 250*time.Millisecond
@@ -148,14 +148,14 @@ func (c *cluster) start(i int) error {
 	cfg := c.nodeConfig(m)
 	cfg.Bootstrap = c.peers
 	var err error
-	ic := server.InstanceConfig{Node: cfg, APIListen: m.apiAddr, MetricsAddr: m.metrics, Logger: testLogger()}
+	ic := member.Config{Node: cfg, APIListen: m.apiAddr, MetricsAddr: m.metrics, Logger: testLogger()}
 	if c.tweak != nil {
 		c.tweak(&ic)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for attempt := 0; attempt < 50; attempt++ { // a just-closed port may linger briefly
-		m.in, err = server.StartInstance(ctx, ic)
+		m.in, err = member.Start(ctx, ic)
 		if err == nil {
 			return nil
 		}
@@ -165,10 +165,10 @@ func (c *cluster) start(i int) error {
 }
 
 // mustJoin starts a new member that joins through the existing members.
-func (c *cluster) mustJoin(id string) *member {
+func (c *cluster) mustJoin(id string) *slot {
 	c.t.Helper()
 	addrs := freeAddrs(c.t, 2)
-	m := &member{id: id, raftAddr: addrs[0], apiAddr: addrs[1], dir: filepath.Join(c.t.TempDir(), id)}
+	m := &slot{id: id, raftAddr: addrs[0], apiAddr: addrs[1], dir: filepath.Join(c.t.TempDir(), id)}
 	cfg := c.nodeConfig(m)
 	cfg.Join = true
 	var join []string
@@ -178,7 +178,7 @@ func (c *cluster) mustJoin(id string) *member {
 		}
 	}
 	var err error
-	m.in, err = server.StartInstance(context.Background(), server.InstanceConfig{Node: cfg, APIListen: m.apiAddr, Join: join, Logger: testLogger()})
+	m.in, err = member.Start(context.Background(), member.Config{Node: cfg, APIListen: m.apiAddr, Join: join, Logger: testLogger()})
 	if err != nil {
 		c.t.Fatalf("start %s: %v", id, err)
 	}

@@ -10,11 +10,11 @@ import (
 
 	extrl "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"github.com/limiterd/limiter/envoyrls"
+	"github.com/limiterd/limiter/member"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/wrapperspb"
-
-	"github.com/limiterd/limiter/server"
 )
 
 // envoyConfigYAML is in envoyproxy/ratelimit's format.
@@ -52,11 +52,11 @@ func TestEnvoy_ShouldRateLimitAgainstTheReplicatedCluster(t *testing.T) {
 	if err := os.WriteFile(p, []byte(envoyConfigYAML), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := server.LoadEnvoyConfig(p)
+	cfg, err := envoyrls.LoadConfig(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := mustStartClusterWith(t, 3, func(ic *server.InstanceConfig) { ic.Envoy, ic.EnvoyHeaders = cfg, true })
+	c := mustStartClusterWith(t, 3, func(ic *member.Config) { ic.Envoy, ic.EnvoyHeaders = cfg, true })
 	waitFor(t, 20*time.Second, "the configured limits", func() bool {
 		lis, err := c.mustClient().ListLimits(ctxT(t, 5*time.Second))
 		return err == nil && len(lis) == 4
@@ -166,7 +166,7 @@ func TestEnvoy_BadConfigNamesTheProblem(t *testing.T) {
 			if err := os.WriteFile(p, []byte(tc.body), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			_, err := server.LoadEnvoyConfig(p)
+			_, err := envoyrls.LoadConfig(p)
 			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), p) {
 				t.Fatalf("got %v, want an error naming %s and %q", err, p, tc.want)
 			}
@@ -191,11 +191,11 @@ func TestEnvoy_ConfiguredLimitsAreKeptAsConfigured(t *testing.T) {
 		}
 		paths = append(paths, p)
 	}
-	cfg, err := server.LoadEnvoyConfig(paths...)
+	cfg, err := envoyrls.LoadConfig(paths...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := mustStartClusterWith(t, 3, func(ic *server.InstanceConfig) { ic.Envoy = cfg })
+	c := mustStartClusterWith(t, 3, func(ic *member.Config) { ic.Envoy = cfg })
 	cl := c.mustClient()
 	limitOf := func(rate int64) string {
 		var name string
@@ -232,7 +232,7 @@ func TestEnvoy_ConfiguredLimitsAreKeptAsConfigured(t *testing.T) {
 }
 
 func TestEnvoy_ExampleConfigInDeployLoads(t *testing.T) {
-	if _, err := server.LoadEnvoyConfig("../deploy/envoy/ratelimit-config.yaml"); err != nil {
+	if _, err := envoyrls.LoadConfig("../deploy/envoy/ratelimit-config.yaml"); err != nil {
 		t.Fatalf("the example rate limit configuration does not load: %v", err)
 	}
 }

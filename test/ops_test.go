@@ -21,6 +21,7 @@ import (
 	"github.com/limiterd/limiter/api/limiterpb"
 	"github.com/limiterd/limiter/client"
 	"github.com/limiterd/limiter/fsm"
+	"github.com/limiterd/limiter/member"
 	"github.com/limiterd/limiter/node"
 	"github.com/limiterd/limiter/server"
 )
@@ -141,8 +142,8 @@ func TestOps_DeclaredLimitsAreCreatedOnceAndNeverOverridden(t *testing.T) {
 	cfg.Bootstrap = []node.Peer{{ID: "solo", RaftAddr: addrs[0]}}
 	cfg.RaftLogOutput = io.Discard
 	decl := []server.LimitDecl{{LimitSpec: fsm.LimitSpec{Name: "payments", Rate: 1000, Period: time.Minute}}}
-	start := func() *server.Instance {
-		in, err := server.StartInstance(context.Background(), server.InstanceConfig{Node: cfg, APIListen: addrs[1], Logger: testLogger(), Limits: decl})
+	start := func() *member.Member {
+		in, err := member.Start(context.Background(), member.Config{Node: cfg, APIListen: addrs[1], Logger: testLogger(), Limits: decl})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -249,7 +250,7 @@ func TestOps_OversizedMessageIsRefusedClearly(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	big := strings.Repeat("k", server.MaxMessageBytes+1)
+	big := strings.Repeat("k", member.MaxMessageBytes+1)
 	_, err = limiterpb.NewRateLimiterClient(conn).Take(ctxT(t, 10*time.Second), &limiterpb.TakeRequest{Limit: "l", Key: big})
 	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(status.Convert(err).Message(), "larger than max") {
 		t.Fatalf("a %d-byte request: %v, want ResourceExhausted naming the size limit", len(big), err)
@@ -257,7 +258,7 @@ func TestOps_OversizedMessageIsRefusedClearly(t *testing.T) {
 }
 
 func TestOps_PprofServedOnlyWhenAskedFor(t *testing.T) {
-	c := mustStartClusterWith(t, 1, func(ic *server.InstanceConfig) { ic.Pprof = true })
+	c := mustStartClusterWith(t, 1, func(ic *member.Config) { ic.Pprof = true })
 	resp, err := http.Get("http://" + c.members[0].metrics + "/debug/pprof/heap?debug=1")
 	if err != nil {
 		t.Fatal(err)

@@ -9,7 +9,7 @@ import (
 
 	"github.com/limiterd/limiter/certs"
 	"github.com/limiterd/limiter/client"
-	"github.com/limiterd/limiter/server"
+	"github.com/limiterd/limiter/member"
 )
 
 func mustPKI(t *testing.T) string {
@@ -33,7 +33,7 @@ func mustReloader(t *testing.T, dir, name string) *certs.Reloader {
 func TestTLS_ClusterOverTLSWithMutualTLSBetweenMembers(t *testing.T) {
 	pki := mustPKI(t)
 	node := mustReloader(t, pki, "node")
-	c := mustStartClusterWith(t, 3, func(ic *server.InstanceConfig) {
+	c := mustStartClusterWith(t, 3, func(ic *member.Config) {
 		ic.TLS, ic.ClientAuth = node, tls.VerifyClientCertIfGiven
 		ic.Node.PeerNames = []string{"limiterd-node"} // what limiterd's --node-identities sets
 	})
@@ -99,7 +99,7 @@ func TestTLS_ClusterOverTLSWithMutualTLSBetweenMembers(t *testing.T) {
 func TestTLS_DataPlaneCanRequireClientCertificates(t *testing.T) {
 	pki := mustPKI(t)
 	node := mustReloader(t, pki, "node")
-	c := mustStartClusterWith(t, 3, func(ic *server.InstanceConfig) { ic.TLS, ic.ClientAuth = node, tls.RequireAndVerifyClientCert })
+	c := mustStartClusterWith(t, 3, func(ic *member.Config) { ic.TLS, ic.ClientAuth = node, tls.RequireAndVerifyClientCert })
 	noCert := node.ClientConfig("")
 	noCert.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &tls.Certificate{}, nil }
 	anon, err := client.New([]string{c.members[0].apiAddr}, client.Options{RetryFor: time.Second, AttemptTimeout: 500 * time.Millisecond, TLS: noCert})

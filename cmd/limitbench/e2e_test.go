@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/limiterd/limiter/member"
 	"github.com/limiterd/limiter/node"
-	"github.com/limiterd/limiter/server"
 )
 
 // startCluster starts a 3-node cluster in this process on free loopback ports (short Raft
@@ -40,7 +40,7 @@ func startCluster(t *testing.T) []string {
 		peers = append(peers, node.Peer{ID: fmt.Sprintf("n%d", i+1), RaftAddr: addrs[2*i]})
 	}
 	// The members start together: a new member waits for its bootstrap peers to answer.
-	ins := make([]*server.Instance, len(peers))
+	ins := make([]*member.Member, len(peers))
 	errs := make([]error, len(peers))
 	t.Cleanup(func() {
 		for _, in := range ins {
@@ -70,7 +70,7 @@ func startCluster(t *testing.T) []string {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			for attempt := 0; attempt < 50; attempt++ { // a just-released port may linger briefly
-				ins[i], errs[i] = server.StartInstance(ctx, server.InstanceConfig{Node: cfg, APIListen: cfg.APIAddr, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+				ins[i], errs[i] = member.Start(ctx, member.Config{Node: cfg, APIListen: cfg.APIAddr, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 				if errs[i] == nil {
 					return
 				}

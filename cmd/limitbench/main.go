@@ -39,7 +39,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/limiterd/limiter/client"
 	"io"
 	"os"
 	"os/signal"
@@ -48,6 +47,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/limiterd/limiter/client"
 
 	"github.com/spf13/cobra"
 

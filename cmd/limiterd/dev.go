@@ -13,8 +13,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/limiterd/limiter/member"
 	"github.com/limiterd/limiter/node"
-	"github.com/limiterd/limiter/server"
 )
 
 // Dev-cluster addresses: limitctl's default --addr is the three API addresses.
@@ -67,7 +67,7 @@ func runDev(ctx context.Context, f nodeFlags, dataDir string, stdout, stderr io.
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// The members start together: a new member waits for its bootstrap peers to answer.
-	ins := make([]*server.Instance, len(peers))
+	ins := make([]*member.Member, len(peers))
 	errs := make([]error, len(peers))
 	var wg sync.WaitGroup
 	for i, p := range peers {
@@ -79,7 +79,7 @@ func runDev(ctx context.Context, f nodeFlags, dataDir string, stdout, stderr io.
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ins[i], errs[i] = server.StartInstance(ctx, server.InstanceConfig{Node: cfg, APIListen: fmt.Sprintf("127.0.0.1:%d", devAPIBase+i),
+			ins[i], errs[i] = member.Start(ctx, member.Config{Node: cfg, APIListen: fmt.Sprintf("127.0.0.1:%d", devAPIBase+i),
 				MetricsAddr: fmt.Sprintf("127.0.0.1:%d", devMetricsBase+i), Pprof: f.pprof && i == 0, Logger: log})
 		}()
 	}
@@ -116,7 +116,7 @@ func runDev(ctx context.Context, f nodeFlags, dataDir string, stdout, stderr io.
 }
 
 // waitLeader waits until some member is a ready leader that every member knows by API address.
-func waitLeader(ctx context.Context, ins []*server.Instance, timeout time.Duration) (string, error) {
+func waitLeader(ctx context.Context, ins []*member.Member, timeout time.Duration) (string, error) {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		for _, in := range ins {

@@ -23,6 +23,8 @@ import (
 
 	"github.com/limiterd/limiter/certs"
 	"github.com/limiterd/limiter/client"
+	"github.com/limiterd/limiter/envoyrls"
+	"github.com/limiterd/limiter/member"
 	"github.com/limiterd/limiter/node"
 	"github.com/limiterd/limiter/server"
 )
@@ -227,7 +229,7 @@ func runNode(ctx context.Context, f nodeFlags, limits []server.LimitDecl, stdout
 			return err
 		}
 	}
-	var envoy *server.EnvoyConfig
+	var envoy *envoyrls.Config
 	if f.envoyConfig != "" {
 		var files []string
 		for _, p := range strings.Split(f.envoyConfig, ",") {
@@ -235,30 +237,37 @@ func runNode(ctx context.Context, f nodeFlags, limits []server.LimitDecl, stdout
 				files = append(files, p)
 			}
 		}
-		if envoy, err = server.LoadEnvoyConfig(files...); err != nil {
+		if envoy, err = envoyrls.LoadConfig(files...); err != nil {
 			return err
 		}
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	in, err := server.StartInstance(ctx, server.InstanceConfig{Node: cfg, APIListen: f.apiAddr, Join: join, Logger: log,
+	in, err := member.Start(ctx, member.Config{Node: cfg, APIListen: f.apiAddr, Join: join, Logger: log,
 		MetricsAddr: f.metricsAddr, Pprof: f.pprof, Limits: limits, Envoy: envoy, EnvoyHeaders: f.envoyHeaders,
 		TLS: reloader, ClientAuth: clientAuth, Auth: auth})
 	if err != nil {
 		return err
 	}
 	log.Info("limiterd serving", "node", cfg.ID, "raft_id", in.Node.ID(), "api", in.APIAddr(), "raft", in.Node.RaftAddr(), "metrics", f.metricsAddr, "data_dir", cfg.DataDir)
-	<-ctx.Done()
-	log.Info("shutting down", "node", cfg.ID)
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "node", cfg.ID)
+	case <-in.Failed():
+		log.Error("serving failed; shutting down", "node", cfg.ID)
+	}
 	lctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := in.Leave(lctx); err != nil {
 		log.Warn("stopping without a leadership transfer", "err", err)
 	}
-	return in.Stop(5 * time.Second)
+	if err := in.Stop(5 * time.Second); err != nil {
+		return err
+	}
+	return in.Wait()
 }
 
-// loopback reports whether addr (host:port) can only be reached from this machine.
+// splitList splits a comma-separated list, dropping blanks.
 func splitList(s string) []string {
 	var out []string
 	for _, p := range strings.Split(s, ",") {

@@ -1,4 +1,4 @@
-package server
+package envoyrls
 
 import (
 	"bytes"
@@ -17,48 +17,48 @@ import (
 	"github.com/limiterd/limiter/fsm"
 )
 
-// EnvoyConfig is the rate limit configuration of Envoy's global rate limit service, in the
+// Config is the rate limit configuration of Envoy's global rate limit service, in the
 // YAML format of envoyproxy/ratelimit (the common subset): one file per domain, with nested
 // descriptors of key and optional value, each with a rate_limit (unit, requests_per_unit),
 // shadow_mode or unlimited. Every descriptor with a rate_limit becomes one replicated limit.
-type EnvoyConfig struct {
-	domains map[string]*envoyNode
-	rules   []*envoyRule
+type Config struct {
+	domains map[string]*treeNode
+	rules   []*rule
 }
 
-type envoyFile struct {
-	Domain      string            `yaml:"domain"`
-	Descriptors []envoyDescriptor `yaml:"descriptors"`
+type yamlFile struct {
+	Domain      string           `yaml:"domain"`
+	Descriptors []yamlDescriptor `yaml:"descriptors"`
 }
 
-type envoyDescriptor struct {
-	Key         string            `yaml:"key"`
-	Value       string            `yaml:"value"`
-	RateLimit   *envoyRate        `yaml:"rate_limit"`
-	ShadowMode  bool              `yaml:"shadow_mode"`
-	Descriptors []envoyDescriptor `yaml:"descriptors"`
+type yamlDescriptor struct {
+	Key         string           `yaml:"key"`
+	Value       string           `yaml:"value"`
+	RateLimit   *yamlRate        `yaml:"rate_limit"`
+	ShadowMode  bool             `yaml:"shadow_mode"`
+	Descriptors []yamlDescriptor `yaml:"descriptors"`
 	// detailed_metric is accepted for compatibility and not used; replaces is refused (not
 	// supported: silently ignoring it would apply both limits).
 	Replaces       []map[string]string `yaml:"replaces"`
 	DetailedMetric bool                `yaml:"detailed_metric"`
 }
 
-type envoyRate struct {
+type yamlRate struct {
 	Unit            string `yaml:"unit"`
 	RequestsPerUnit int64  `yaml:"requests_per_unit"`
 	Unlimited       bool   `yaml:"unlimited"`
 	Name            string `yaml:"name"`
 }
 
-// envoyNode is one level of a domain's descriptor tree: children by "key_value", and by "key"
+// treeNode is one level of a domain's descriptor tree: children by "key_value", and by "key"
 // for descriptors without a value (any value).
-type envoyNode struct {
-	children map[string]*envoyNode
-	rule     *envoyRule
+type treeNode struct {
+	children map[string]*treeNode
+	rule     *rule
 }
 
-// envoyRule is one configured limit.
-type envoyRule struct {
+// rule is one configured limit.
+type rule struct {
 	limit     string // the replicated limit's name
 	unit      rlsv3.RateLimitResponse_RateLimit_Unit
 	rpu       int64
@@ -81,10 +81,10 @@ var envoyUnits = map[string]struct {
 	"year":   {rlsv3.RateLimitResponse_RateLimit_YEAR, 365 * 24 * time.Hour},
 }
 
-// LoadEnvoyConfig reads envoyproxy/ratelimit YAML files, one domain each. Errors name the file
+// LoadConfig reads envoyproxy/ratelimit YAML files, one domain each. Errors name the file
 // and the descriptor path.
-func LoadEnvoyConfig(paths ...string) (*EnvoyConfig, error) {
-	cfg := &EnvoyConfig{domains: map[string]*envoyNode{}}
+func LoadConfig(paths ...string) (*Config, error) {
+	cfg := &Config{domains: map[string]*treeNode{}}
 	for _, p := range paths {
 		data, err := os.ReadFile(p)
 		if err != nil {
@@ -97,8 +97,8 @@ func LoadEnvoyConfig(paths ...string) (*EnvoyConfig, error) {
 	return cfg, nil
 }
 
-func (c *EnvoyConfig) add(path string, data []byte) error {
-	var f envoyFile
+func (c *Config) add(path string, data []byte) error {
+	var f yamlFile
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
@@ -110,7 +110,7 @@ func (c *EnvoyConfig) add(path string, data []byte) error {
 	if _, dup := c.domains[f.Domain]; dup {
 		return fmt.Errorf("envoy config %s: domain %q is configured twice", path, f.Domain)
 	}
-	root := &envoyNode{children: map[string]*envoyNode{}}
+	root := &treeNode{children: map[string]*treeNode{}}
 	if err := c.addLevel(path, f.Domain, f.Domain, f.Domain, root, f.Descriptors); err != nil {
 		return err
 	}
@@ -121,7 +121,7 @@ func (c *EnvoyConfig) add(path string, data []byte) error {
 // addLevel adds one level of descriptors. at is the readable path (for messages and limit names);
 // uid is the same path with separators no key or value can forge, so two different paths never
 // share a limit ("a.b" > "c" and "a" > "b" > "c" read alike but are not the same).
-func (c *EnvoyConfig) addLevel(path, domain, at, uid string, n *envoyNode, ds []envoyDescriptor) error {
+func (c *Config) addLevel(path, domain, at, uid string, n *treeNode, ds []yamlDescriptor) error {
 	for _, d := range ds {
 		if d.Key == "" {
 			return fmt.Errorf("envoy config %s: %s: a descriptor without a key", path, at)
@@ -140,10 +140,10 @@ func (c *EnvoyConfig) addLevel(path, domain, at, uid string, n *envoyNode, ds []
 		if _, dup := n.children[id]; dup {
 			return fmt.Errorf("envoy config %s: %s: configured twice", path, here)
 		}
-		child := &envoyNode{children: map[string]*envoyNode{}}
+		child := &treeNode{children: map[string]*treeNode{}}
 		n.children[id] = child
 		if r := d.RateLimit; r != nil {
-			rule := &envoyRule{shadow: d.ShadowMode, unlimited: r.Unlimited, name: r.Name}
+			rule := &rule{shadow: d.ShadowMode, unlimited: r.Unlimited, name: r.Name}
 			if !r.Unlimited {
 				u, ok := envoyUnits[strings.ToLower(r.Unit)]
 				if !ok {
@@ -188,7 +188,7 @@ func envoyLimitName(path, uid string) string {
 
 // match finds the rule for a request descriptor's entries, as envoyproxy/ratelimit does: level
 // by level, "key_value" first, then "key" (any value). nil means no limit applies.
-func (c *EnvoyConfig) match(domain string, keys, values []string) *envoyRule {
+func (c *Config) match(domain string, keys, values []string) *rule {
 	n := c.domains[domain]
 	for i := range keys {
 		if n == nil {
@@ -206,11 +206,12 @@ func (c *EnvoyConfig) match(domain string, keys, values []string) *envoyRule {
 	return n.rule
 }
 
-// Limits are the replicated limits the configuration needs.
-func (c *EnvoyConfig) Limits() []LimitDecl {
-	var out []LimitDecl
+// Limits are the replicated limits the configuration needs. The configuration is their source
+// of truth: the member keeps them as configured (re-created when deleted, set back when changed).
+func (c *Config) Limits() []fsm.LimitSpec {
+	var out []fsm.LimitSpec
 	for _, r := range c.rules {
-		out = append(out, LimitDecl{LimitSpec: fsm.LimitSpec{Name: r.limit, Rate: r.rpu, Period: r.per}, Enforce: true})
+		out = append(out, fsm.LimitSpec{Name: r.limit, Rate: r.rpu, Period: r.per})
 	}
 	return out
 }

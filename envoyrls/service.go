@@ -1,4 +1,8 @@
-package server
+// Package envoyrls serves Envoy's global rate limit API (envoy.service.ratelimit.v3) and reads
+// envoyproxy/ratelimit's YAML configuration language. Each configured descriptor is a replicated
+// limit; a request's descriptors are decided together through a Decider (the limiter's own data
+// plane), so they get the same guarantees as any take.
+package envoyrls
 
 import (
 	"context"
@@ -10,27 +14,42 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/limiterd/limiter/api/limiterpb"
 	"github.com/limiterd/limiter/fsm"
 )
 
-// EnvoyService implements envoy.service.ratelimit.v3.RateLimitService on top of the replicated
+// Decider is the decision path the service asks: the limiter's data plane, which decides on the
+// leader (forwarding there from any member) with every guarantee of a take. *server.Server is one.
+type Decider interface {
+	TakeMany(ctx context.Context, req *limiterpb.TakeManyRequest) (*limiterpb.TakeManyResponse, error)
+	Peek(ctx context.Context, req *limiterpb.PeekRequest) (*limiterpb.PeekResponse, error)
+}
+
+// Service implements envoy.service.ratelimit.v3.RateLimitService on top of the replicated
 // limiter: each descriptor that matches a configured rule takes hits_addend tokens from that
 // rule's limit, keyed by the descriptor's values, all in one log entry; descriptors that match no
 // rule (or an unlimited one) are not limited, as in envoyproxy/ratelimit.
-type EnvoyService struct {
+type Service struct {
 	rlsv3.UnimplementedRateLimitServiceServer
-	s       *Server
-	cfg     *EnvoyConfig
+	decider Decider
+	cfg     *Config
 	headers bool
 }
 
+// NewService returns the service for cfg, deciding through d; headers adds X-RateLimit-* response
+// headers.
+func NewService(d Decider, cfg *Config, headers bool) *Service {
+	return &Service{decider: d, cfg: cfg, headers: headers}
+}
+
 // ShouldRateLimit implements the Envoy rate limit service.
-func (e *EnvoyService) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
+func (e *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
 	if len(req.GetDescriptors()) == 0 {
-		return nil, invalidArg("no descriptors: a rate limit request needs at least one")
+		return nil, status.Error(codes.InvalidArgument, "no descriptors: a rate limit request needs at least one")
 	}
 	hits := uint64(req.GetHitsAddend())
 	if hits == 0 {
@@ -39,7 +58,7 @@ func (e *EnvoyService) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimit
 	resp := &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK}
 	type pending struct {
 		status *rlsv3.RateLimitResponse_DescriptorStatus
-		rule   *envoyRule
+		rule   *rule
 		peek   bool
 	}
 	var items []*limiterpb.TakeItem
@@ -75,7 +94,7 @@ func (e *EnvoyService) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimit
 	var takers []pending
 	for i, it := range items {
 		if waiting[i].peek {
-			p, err := e.s.Peek(ctx, &limiterpb.PeekRequest{Limit: it.Limit, Key: it.Key, Cost: it.Cost})
+			p, err := e.decider.Peek(ctx, &limiterpb.PeekRequest{Limit: it.Limit, Key: it.Key, Cost: it.Cost})
 			if err != nil {
 				return nil, err
 			}
@@ -85,7 +104,7 @@ func (e *EnvoyService) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimit
 		takes, takers = append(takes, it), append(takers, waiting[i])
 	}
 	if len(takes) > 0 {
-		out, err := e.s.TakeMany(ctx, &limiterpb.TakeManyRequest{Items: takes})
+		out, err := e.decider.TakeMany(ctx, &limiterpb.TakeManyRequest{Items: takes})
 		if err != nil {
 			return nil, err // Envoy applies its failure_mode_deny setting
 		}
@@ -100,7 +119,7 @@ func (e *EnvoyService) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimit
 }
 
 // fill records one decision in its descriptor status.
-func (e *EnvoyService) fill(resp *rlsv3.RateLimitResponse, st *rlsv3.RateLimitResponse_DescriptorStatus, rule *envoyRule, d *limiterpb.Decision) {
+func (e *Service) fill(resp *rlsv3.RateLimitResponse, st *rlsv3.RateLimitResponse_DescriptorStatus, rule *rule, d *limiterpb.Decision) {
 	st.LimitRemaining = clampU32(d.GetRemaining())
 	st.DurationUntilReset = durationpb.New(time.Duration(d.GetResetAfterNanos()))
 	if !d.GetAllowed() {
@@ -110,7 +129,7 @@ func (e *EnvoyService) fill(resp *rlsv3.RateLimitResponse, st *rlsv3.RateLimitRe
 
 // over marks a descriptor, and the response, OVER_LIMIT, unless its rule is in shadow mode:
 // then the take is counted but never enforced, and the descriptor reports OK.
-func over(resp *rlsv3.RateLimitResponse, st *rlsv3.RateLimitResponse_DescriptorStatus, rule *envoyRule) {
+func over(resp *rlsv3.RateLimitResponse, st *rlsv3.RateLimitResponse_DescriptorStatus, rule *rule) {
 	if rule.shadow {
 		return
 	}
