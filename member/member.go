@@ -164,7 +164,12 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 			return nil
 		})
 	}
-	m.serve("gRPC", func() error { return g.Serve(lis) })
+	m.serve("gRPC", func() error {
+		if err := g.Serve(lis); !errors.Is(err, grpc.ErrServerStopped) { // stopped before it served
+			return err
+		}
+		return nil
+	})
 	return m, nil
 }
 

@@ -1,8 +1,15 @@
 package member
 
 import (
+	"context"
+	"io"
+	"log/slog"
 	"net"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/limiterd/limiter/node"
 )
 
 func TestAdvertisedAPIAddr_NeverAWildcard(t *testing.T) {
@@ -25,4 +32,64 @@ func TestAdvertisedAPIAddr_NeverAWildcard(t *testing.T) {
 			t.Errorf("bound %s, raft %s: got %s, want %s", c.bound, c.raftAddr, got, c.want)
 		}
 	}
+}
+
+// A Serve failure is not lost: Failed closes and Wait returns it (before, a gRPC Serve error was
+// written to a channel nobody read).
+func TestMember_ServeFailureIsReported(t *testing.T) {
+	dir := t.TempDir()
+	cfg := node.DefaultConfig()
+	cfg.ID, cfg.RaftAddr, cfg.DataDir = "solo", freeAddr(t), dir
+	cfg.Bootstrap = []node.Peer{{ID: "solo", RaftAddr: cfg.RaftAddr}}
+	cfg.RaftLogOutput = io.Discard
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	m, err := Start(context.Background(), Config{Node: cfg, APIListen: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0", Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-m.Failed():
+		t.Fatal("failed before anything went wrong")
+	default:
+	}
+	m.lis.Close() // the gRPC listener breaks under the server
+	select {
+	case <-m.Failed():
+	case <-time.After(10 * time.Second):
+		t.Fatal("a broken gRPC listener was not reported")
+	}
+	if err := m.Stop(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Wait(); err == nil || !strings.Contains(err.Error(), "serve gRPC") {
+		t.Fatalf("Wait = %v, want the gRPC Serve failure", err)
+	}
+}
+
+// A member stopped normally reports no failure.
+func TestMember_CleanStopWaitsForNothingFailed(t *testing.T) {
+	cfg := node.DefaultConfig()
+	cfg.ID, cfg.RaftAddr, cfg.DataDir = "solo", freeAddr(t), t.TempDir()
+	cfg.Bootstrap = []node.Peer{{ID: "solo", RaftAddr: cfg.RaftAddr}}
+	cfg.RaftLogOutput = io.Discard
+	m, err := Start(context.Background(), Config{Node: cfg, APIListen: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Stop(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Wait(); err != nil {
+		t.Fatalf("Wait after a clean stop: %v", err)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
