@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"math"
 	mrand "math/rand/v2"
-	"net"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +26,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/limiterd/limiter/api/limiterpb"
+	"github.com/limiterd/limiter/internal/cli"
 )
 
 // LeaderHeader is the trailer in which a node names the leader's address (see server/).
@@ -73,12 +73,7 @@ type Client struct {
 
 // New returns a client for the nodes at addrs (host:port). It does not connect until used.
 func New(addrs []string, opts Options) (*Client, error) {
-	var clean []string
-	for _, a := range addrs {
-		if a = strings.TrimSpace(a); a != "" {
-			clean = append(clean, a)
-		}
-	}
+	clean := cli.SplitList(strings.Join(addrs, ","))
 	if len(clean) == 0 {
 		return nil, errors.New("client: no node addresses given")
 	}
@@ -114,16 +109,6 @@ var reconnect = grpc.ConnectParams{
 	MinConnectTimeout: 5 * time.Second,
 }
 
-// IsLoopback reports whether a host:port names this machine (localhost or a loopback IP).
-func IsLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	ip := net.ParseIP(host)
-	return host == "localhost" || (ip != nil && ip.IsLoopback())
-}
-
 // Close closes all connections.
 func (c *Client) Close() error {
 	c.mu.Lock()
@@ -143,7 +128,7 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 		return conn, nil
 	}
 	dial := c.opts.DialOptions
-	if c.strict != nil && !IsLoopback(addr) {
+	if c.strict != nil && !cli.IsLoopback(addr) {
 		dial = c.strict // gRPC then refuses to send the token over this plaintext connection
 	}
 	conn, err := grpc.NewClient(addr, dial...)
@@ -348,29 +333,6 @@ func (c *Client) Peek(ctx context.Context, limit, key string, cost int64, stale 
 		return Decision{}, 0, err
 	}
 	return fromPB(resp.GetDecision()), time.Duration(resp.GetStalenessNanos()), nil
-}
-
-// ResolveAddrs picks the node addresses for a command-line tool: the flag's value when the flag
-// was given (flagSet), else the environment variable's value (envName, for messages) when it is
-// not blank, else the flag's default. Lists are comma-separated; blanks are trimmed and empty
-// entries and duplicates dropped.
-func ResolveAddrs(flag string, flagSet bool, env, envName string) ([]string, error) {
-	from, list := "--addr", flag
-	if !flagSet && strings.TrimSpace(env) != "" {
-		from, list = envName, env
-	}
-	var addrs []string
-	seen := map[string]bool{}
-	for _, a := range strings.Split(list, ",") {
-		if a = strings.TrimSpace(a); a != "" && !seen[a] {
-			seen[a] = true
-			addrs = append(addrs, a)
-		}
-	}
-	if len(addrs) == 0 {
-		return nil, fmt.Errorf("no node addresses in %s", from)
-	}
-	return addrs, nil
 }
 
 // bearer sends the admin token with every call.

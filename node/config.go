@@ -13,6 +13,7 @@ import (
 
 	"github.com/limiterd/limiter/certs"
 	"github.com/limiterd/limiter/fsm"
+	"github.com/limiterd/limiter/internal/cli"
 )
 
 // Sentinel errors. Test them with errors.Is.
@@ -45,11 +46,7 @@ type Peer struct {
 func ParsePeers(s string) ([]Peer, error) {
 	var out []Peer
 	seen := map[string]bool{}
-	for _, part := range strings.Split(s, ",") {
-		part = strings.TrimSpace(part)
-		if part == "" {
-			continue
-		}
+	for _, part := range cli.SplitList(s) {
 		id, addr, ok := strings.Cut(part, "=")
 		if !ok || id == "" || addr == "" {
 			return nil, fmt.Errorf("peer %q: want id=host:port", part)

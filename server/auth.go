@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/limiterd/limiter/certs"
+	"github.com/limiterd/limiter/internal/cli"
 )
 
 // Auth decides who may call the admin plane (limits, membership, leadership, snapshots): a
@@ -59,7 +60,7 @@ func (a *Auth) Token() ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin token file: %w", err)
 	}
-	tok := []byte(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
+	tok := []byte(cli.ParseToken(b))
 	if len(tok) < 16 {
 		return nil, fmt.Errorf("admin token file %s: the token must be at least 16 characters", a.TokenFile)
 	}

@@ -48,11 +48,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/limiterd/limiter/client"
-
 	"github.com/spf13/cobra"
 
 	"github.com/limiterd/limiter/fsm"
+	"github.com/limiterd/limiter/internal/cli"
 )
 
 // defaultAddrs are the API addresses of the three nodes that `limiterd dev` starts.
@@ -119,11 +118,7 @@ const maxWeight = 1_000_000
 func parseMix(s string) (Mix, error) {
 	var m Mix
 	seen := map[opKind]bool{}
-	for _, part := range strings.Split(s, ",") {
-		part = strings.TrimSpace(part)
-		if part == "" {
-			continue
-		}
+	for _, part := range cli.SplitList(s) {
 		name, weight, hasWeight := strings.Cut(part, "=")
 		name = strings.ToLower(strings.TrimSpace(name))
 		op, ok := mixOps[name]
@@ -164,7 +159,7 @@ func parseMix(s string) (Mix, error) {
 // those of env (LIMITCTL_ADDR) when not blank, else the flag's default. Blanks are trimmed and
 // empty entries and duplicates dropped.
 func resolveAddrs(flag string, flagSet bool, env string) ([]string, error) {
-	return client.ResolveAddrs(flag, flagSet, env, addrEnv)
+	return cli.ResolveAddrs(flag, flagSet, env, addrEnv)
 }
 
 // flags holds the raw command-line flags; config turns them into a validated Config.

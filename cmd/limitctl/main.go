@@ -53,6 +53,7 @@ import (
 
 	"github.com/limiterd/limiter/certs"
 	"github.com/limiterd/limiter/client"
+	"github.com/limiterd/limiter/internal/cli"
 )
 
 // defaultAddrs are the API addresses of the three nodes that `limiterd dev` starts.
@@ -283,7 +284,7 @@ func (a *app) prepare(cmd *cobra.Command, _ []string) error {
 // (flagSet), else those of env (LIMITCTL_ADDR) when it is not blank, else the flag's default.
 // Lists are comma-separated; blanks are trimmed and empty entries and duplicates dropped.
 func resolveAddrs(flag string, flagSet bool, env string) ([]string, error) {
-	return client.ResolveAddrs(flag, flagSet, env, addrEnv)
+	return cli.ResolveAddrs(flag, flagSet, env, addrEnv)
 }
 
 // action is the body of a command: it runs under the --timeout deadline with a client for the
@@ -324,7 +325,7 @@ func (a *app) run(fn action) func(*cobra.Command, []string) error {
 			if err != nil {
 				return usageError{fmt.Errorf("--token-file: %w", err)}
 			}
-			opts.Token = strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0])
+			opts.Token = cli.ParseToken(b)
 			opts.AllowPlaintextToken = allLoopback(addrs) // a token never crosses a network in the clear
 		}
 		c, err := client.New(addrs, opts)
@@ -378,7 +379,7 @@ func rangeArgs(required int, names ...string) cobra.PositionalArgs {
 // allLoopback reports whether every address is on this machine.
 func allLoopback(addrs []string) bool {
 	for _, a := range addrs {
-		if !client.IsLoopback(a) {
+		if !cli.IsLoopback(a) {
 			return false
 		}
 	}

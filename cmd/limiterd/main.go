@@ -22,8 +22,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/limiterd/limiter/certs"
-	"github.com/limiterd/limiter/client"
 	"github.com/limiterd/limiter/envoyrls"
+	"github.com/limiterd/limiter/internal/cli"
 	"github.com/limiterd/limiter/member"
 	"github.com/limiterd/limiter/node"
 	"github.com/limiterd/limiter/server"
@@ -189,11 +189,7 @@ func runNode(ctx context.Context, f nodeFlags, limits []server.LimitDecl, stdout
 			return fmt.Errorf("--bootstrap and --join are exclusive")
 		}
 		cfg.Join = true
-		for _, a := range strings.Split(f.join, ",") {
-			if a = strings.TrimSpace(a); a != "" {
-				join = append(join, a)
-			}
-		}
+		join = cli.SplitList(f.join)
 	}
 	var reloader *certs.Reloader
 	clientAuth := tls.VerifyClientCertIfGiven
@@ -215,14 +211,14 @@ func runNode(ctx context.Context, f nodeFlags, limits []server.LimitDecl, stdout
 		}
 	} else if !f.insecure {
 		for name, addr := range map[string]string{"--api-addr": f.apiAddr, "--raft-addr": f.raftAddr, "--raft-bind": f.raftBind, "--metrics-addr": f.metricsAddr} {
-			if addr != "" && !client.IsLoopback(addr) {
+			if addr != "" && !cli.IsLoopback(addr) {
 				return fmt.Errorf("%s %s is not a loopback address and TLS is off: give --tls-cert, --tls-key and --tls-ca, or --insecure to serve plaintext anyway", name, addr)
 			}
 		}
 	}
 	auth := &server.Auth{TokenFile: f.adminTokenFile}
 	if reloader != nil {
-		auth.Admins, auth.Nodes = splitList(f.adminIDs), splitList(f.nodeIDs)
+		auth.Admins, auth.Nodes = cli.SplitList(f.adminIDs), cli.SplitList(f.nodeIDs)
 	}
 	if auth.TokenFile != "" {
 		if _, err := auth.Token(); err != nil {
@@ -231,13 +227,7 @@ func runNode(ctx context.Context, f nodeFlags, limits []server.LimitDecl, stdout
 	}
 	var envoy *envoyrls.Config
 	if f.envoyConfig != "" {
-		var files []string
-		for _, p := range strings.Split(f.envoyConfig, ",") {
-			if p = strings.TrimSpace(p); p != "" {
-				files = append(files, p)
-			}
-		}
-		if envoy, err = envoyrls.LoadConfig(files...); err != nil {
+		if envoy, err = envoyrls.LoadConfig(cli.SplitList(f.envoyConfig)...); err != nil {
 			return err
 		}
 	}
@@ -265,15 +255,4 @@ func runNode(ctx context.Context, f nodeFlags, limits []server.LimitDecl, stdout
 		return err
 	}
 	return in.Wait()
-}
-
-// splitList splits a comma-separated list, dropping blanks.
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }
