@@ -160,7 +160,7 @@ func (c *Client) leaderAddr(ctx context.Context) (string, error) {
 			last = err
 			continue
 		}
-		if st.GetState() == "Leader" {
+		if st.IsLeader() {
 			return addr, nil
 		}
 		if l := c.translate([]string{st.GetLeaderApiAddress()}); l != "" {

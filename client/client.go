@@ -29,8 +29,8 @@ import (
 	"github.com/limiterd/limiter/internal/cli"
 )
 
-// LeaderHeader is the trailer in which a node names the leader's address (see server/).
-const LeaderHeader = "x-limiter-leader"
+// LeaderHeader is the trailer in which a node names the leader's address.
+const LeaderHeader = limiterpb.LeaderHeader
 
 // Never is the RetryAfter of a take whose cost is above the limit's capacity.
 const Never = time.Duration(math.MaxInt64)

@@ -123,7 +123,7 @@ func (s *Server) ListMembers(ctx context.Context, req *limiterpb.ListMembersRequ
 
 // lastContactOf reads a member's own report of when it last heard from the leader.
 func lastContactOf(st *limiterpb.StatusResponse) int64 {
-	if st.GetState() == "Leader" {
+	if st.IsLeader() {
 		return 0
 	}
 	for _, m := range st.GetMembers() {
@@ -227,7 +227,7 @@ func (s *Server) TransferLeadership(ctx context.Context, req *limiterpb.Transfer
 func (s *Server) Status(ctx context.Context, req *limiterpb.StatusRequest) (*limiterpb.StatusResponse, error) {
 	st := s.node.Status()
 	resp := &limiterpb.StatusResponse{
-		NodeId: st.ID, State: st.State, Term: st.Term, LeaderId: st.LeaderID, LeaderApiAddress: st.LeaderAPI,
+		NodeId: st.ID, State: st.State, NodeState: limiterpb.ParseNodeState(st.State), Term: st.Term, LeaderId: st.LeaderID, LeaderApiAddress: st.LeaderAPI,
 		CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex, LastLogIndex: st.LastLogIndex,
 		Limits: int64(st.FSM.Limits), Buckets: int64(st.FSM.Buckets), RequestIds: int64(st.FSM.RequestIDs),
 		FsmTimeNanos: st.FSM.Clock, RaftAddress: st.RaftAddr, ApiAddress: st.APIAddr,

@@ -10,13 +10,14 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/limiterd/limiter/api/limiterpb"
 	"github.com/limiterd/limiter/bucket"
 	"github.com/limiterd/limiter/fsm"
 	"github.com/limiterd/limiter/node"
 )
 
-// LeaderHeader is the response trailer that carries the leader's API address on Unavailable.
-const LeaderHeader = "x-limiter-leader"
+// LeaderHeader is the trailer that names the leader (limiterpb.LeaderHeader).
+const LeaderHeader = limiterpb.LeaderHeader
 
 // forwardedHeader marks a request forwarded by another node, so it is never forwarded twice.
 const forwardedHeader = "x-limiter-forwarded"

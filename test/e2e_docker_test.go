@@ -225,7 +225,7 @@ func TestE2E_DockerComposeClusterSurvivesKillPartitionAndRollingRestart(t *testi
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
 		for _, svc := range []string{lagger, wiped} {
-			if st, err := cl.Status(ctxT(t, 2*time.Second), addrs[num(svc)-1]); err == nil && st.GetState() == "Leader" {
+			if st, err := cl.Status(ctxT(t, 2*time.Second), addrs[num(svc)-1]); err == nil && st.IsLeader() {
 				t.Fatalf("%s (%s) leads while the member holding the acknowledged takes is down", svc, st.GetNodeId())
 			}
 		}

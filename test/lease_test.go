@@ -49,7 +49,7 @@ func TestLease_FrozenLeaderDoesNotServeStaleReads(t *testing.T) {
 	}
 	waitFor(t, 30*time.Second, "a new leader among the others", func() bool {
 		for _, i := range others {
-			if st, err := c.status(i, false); err == nil && st.GetState() == "Leader" {
+			if st, err := c.status(i, false); err == nil && st.IsLeader() {
 				return true
 			}
 		}

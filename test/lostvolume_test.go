@@ -54,7 +54,7 @@ func TestLostVolume_WipedMemberRestartedWithBootstrapLosesNoAcknowledgedTake(t *
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		for _, i := range []int{g, b} {
-			if st, err := c.status(i, false); err == nil && st.GetState() == "Leader" {
+			if st, err := c.status(i, false); err == nil && st.IsLeader() {
 				t.Fatalf("%s leads without the member that holds the acknowledged takes (term %d)\n%s", st.GetNodeId(), st.GetTerm(), c.logs())
 			}
 		}

@@ -220,7 +220,7 @@ func (c *pcluster) agreedLeader() int {
 		if err != nil {
 			return -1
 		}
-		if st.GetState() == "Leader" {
+		if st.IsLeader() {
 			leader = i
 		}
 		sts = append(sts, st)

@@ -125,6 +125,62 @@ func (Suffrage) EnumDescriptor() ([]byte, []int) {
 	return file_limiter_proto_rawDescGZIP(), []int{1}
 }
 
+// A node's role in Raft.
+type NodeState int32
+
+const (
+	NodeState_NODE_STATE_UNSPECIFIED NodeState = 0
+	NodeState_NODE_STATE_FOLLOWER    NodeState = 1
+	NodeState_NODE_STATE_CANDIDATE   NodeState = 2
+	NodeState_NODE_STATE_LEADER      NodeState = 3
+	NodeState_NODE_STATE_SHUTDOWN    NodeState = 4
+)
+
+// Enum value maps for NodeState.
+var (
+	NodeState_name = map[int32]string{
+		0: "NODE_STATE_UNSPECIFIED",
+		1: "NODE_STATE_FOLLOWER",
+		2: "NODE_STATE_CANDIDATE",
+		3: "NODE_STATE_LEADER",
+		4: "NODE_STATE_SHUTDOWN",
+	}
+	NodeState_value = map[string]int32{
+		"NODE_STATE_UNSPECIFIED": 0,
+		"NODE_STATE_FOLLOWER":    1,
+		"NODE_STATE_CANDIDATE":   2,
+		"NODE_STATE_LEADER":      3,
+		"NODE_STATE_SHUTDOWN":    4,
+	}
+)
+
+func (x NodeState) Enum() *NodeState {
+	p := new(NodeState)
+	*p = x
+	return p
+}
+
+func (x NodeState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (NodeState) Descriptor() protoreflect.EnumDescriptor {
+	return file_limiter_proto_enumTypes[2].Descriptor()
+}
+
+func (NodeState) Type() protoreflect.EnumType {
+	return &file_limiter_proto_enumTypes[2]
+}
+
+func (x NodeState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use NodeState.Descriptor instead.
+func (NodeState) EnumDescriptor() ([]byte, []int) {
+	return file_limiter_proto_rawDescGZIP(), []int{2}
+}
+
 type TakeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Name of a limit created with Admin.SetLimit.
@@ -1478,7 +1534,8 @@ func (x *StatusRequest) GetIncludeStateHash() bool {
 type StatusResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	// Leader, Follower, Candidate or Shutdown.
+	// Leader, Follower, Candidate or Shutdown, as text (for people and older clients; programs
+	// compare node_state).
 	State            string    `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
 	Term             uint64    `protobuf:"varint,3,opt,name=term,proto3" json:"term,omitempty"`
 	LeaderId         string    `protobuf:"bytes,4,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
@@ -1499,9 +1556,11 @@ type StatusResponse struct {
 	StateHash []byte `protobuf:"bytes,16,opt,name=state_hash,json=stateHash,proto3" json:"state_hash,omitempty"`
 	// Whether this node holds the read lease, and how many reads and certain denials it has
 	// answered locally under it since it started.
-	LeaseHeld     bool   `protobuf:"varint,17,opt,name=lease_held,json=leaseHeld,proto3" json:"lease_held,omitempty"`
-	LeaseReads    uint64 `protobuf:"varint,18,opt,name=lease_reads,json=leaseReads,proto3" json:"lease_reads,omitempty"`
-	LocalDenials  uint64 `protobuf:"varint,19,opt,name=local_denials,json=localDenials,proto3" json:"local_denials,omitempty"`
+	LeaseHeld    bool   `protobuf:"varint,17,opt,name=lease_held,json=leaseHeld,proto3" json:"lease_held,omitempty"`
+	LeaseReads   uint64 `protobuf:"varint,18,opt,name=lease_reads,json=leaseReads,proto3" json:"lease_reads,omitempty"`
+	LocalDenials uint64 `protobuf:"varint,19,opt,name=local_denials,json=localDenials,proto3" json:"local_denials,omitempty"`
+	// The node's role in Raft (state, as an enum).
+	NodeState     NodeState `protobuf:"varint,20,opt,name=node_state,json=nodeState,proto3,enum=limiter.v1.NodeState" json:"node_state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1667,6 +1726,13 @@ func (x *StatusResponse) GetLocalDenials() uint64 {
 		return x.LocalDenials
 	}
 	return 0
+}
+
+func (x *StatusResponse) GetNodeState() NodeState {
+	if x != nil {
+		return x.NodeState
+	}
+	return NodeState_NODE_STATE_UNSPECIFIED
 }
 
 type SaveSnapshotRequest struct {
@@ -1900,7 +1966,7 @@ const file_limiter_proto_rawDesc = "" +
 	"\x1aTransferLeadershipResponse\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\"=\n" +
 	"\rStatusRequest\x12,\n" +
-	"\x12include_state_hash\x18\x01 \x01(\bR\x10includeStateHash\"\xfb\x04\n" +
+	"\x12include_state_hash\x18\x01 \x01(\bR\x10includeStateHash\"\xb1\x05\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x12\n" +
@@ -1926,7 +1992,9 @@ const file_limiter_proto_rawDesc = "" +
 	"lease_held\x18\x11 \x01(\bR\tleaseHeld\x12\x1f\n" +
 	"\vlease_reads\x18\x12 \x01(\x04R\n" +
 	"leaseReads\x12#\n" +
-	"\rlocal_denials\x18\x13 \x01(\x04R\flocalDenials\"\x15\n" +
+	"\rlocal_denials\x18\x13 \x01(\x04R\flocalDenials\x124\n" +
+	"\n" +
+	"node_state\x18\x14 \x01(\x0e2\x15.limiter.v1.NodeStateR\tnodeState\"\x15\n" +
 	"\x13SaveSnapshotRequest\"#\n" +
 	"\rSnapshotChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\"a\n" +
@@ -1940,7 +2008,13 @@ const file_limiter_proto_rawDesc = "" +
 	"\bSuffrage\x12\x12\n" +
 	"\x0eSUFFRAGE_VOTER\x10\x00\x12\x15\n" +
 	"\x11SUFFRAGE_NONVOTER\x10\x01\x12\x14\n" +
-	"\x10SUFFRAGE_STAGING\x10\x022\xca\x01\n" +
+	"\x10SUFFRAGE_STAGING\x10\x02*\x8a\x01\n" +
+	"\tNodeState\x12\x1a\n" +
+	"\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13NODE_STATE_FOLLOWER\x10\x01\x12\x18\n" +
+	"\x14NODE_STATE_CANDIDATE\x10\x02\x12\x15\n" +
+	"\x11NODE_STATE_LEADER\x10\x03\x12\x17\n" +
+	"\x13NODE_STATE_SHUTDOWN\x10\x042\xca\x01\n" +
 	"\vRateLimiter\x129\n" +
 	"\x04Take\x12\x17.limiter.v1.TakeRequest\x1a\x18.limiter.v1.TakeResponse\x12E\n" +
 	"\bTakeMany\x12\x1b.limiter.v1.TakeManyRequest\x1a\x1c.limiter.v1.TakeManyResponse\x129\n" +
@@ -1971,84 +2045,86 @@ func file_limiter_proto_rawDescGZIP() []byte {
 	return file_limiter_proto_rawDescData
 }
 
-var file_limiter_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_limiter_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_limiter_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_limiter_proto_goTypes = []any{
 	(Consistency)(0),                   // 0: limiter.v1.Consistency
 	(Suffrage)(0),                      // 1: limiter.v1.Suffrage
-	(*TakeRequest)(nil),                // 2: limiter.v1.TakeRequest
-	(*Decision)(nil),                   // 3: limiter.v1.Decision
-	(*TakeResponse)(nil),               // 4: limiter.v1.TakeResponse
-	(*TakeItem)(nil),                   // 5: limiter.v1.TakeItem
-	(*TakeManyRequest)(nil),            // 6: limiter.v1.TakeManyRequest
-	(*TakeManyResponse)(nil),           // 7: limiter.v1.TakeManyResponse
-	(*PeekRequest)(nil),                // 8: limiter.v1.PeekRequest
-	(*PeekResponse)(nil),               // 9: limiter.v1.PeekResponse
-	(*LimitInfo)(nil),                  // 10: limiter.v1.LimitInfo
-	(*SetLimitRequest)(nil),            // 11: limiter.v1.SetLimitRequest
-	(*GetLimitRequest)(nil),            // 12: limiter.v1.GetLimitRequest
-	(*ListLimitsRequest)(nil),          // 13: limiter.v1.ListLimitsRequest
-	(*ListLimitsResponse)(nil),         // 14: limiter.v1.ListLimitsResponse
-	(*DeleteLimitRequest)(nil),         // 15: limiter.v1.DeleteLimitRequest
-	(*DeleteLimitResponse)(nil),        // 16: limiter.v1.DeleteLimitResponse
-	(*Member)(nil),                     // 17: limiter.v1.Member
-	(*ListMembersRequest)(nil),         // 18: limiter.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),        // 19: limiter.v1.ListMembersResponse
-	(*AddVoterRequest)(nil),            // 20: limiter.v1.AddVoterRequest
-	(*AddVoterResponse)(nil),           // 21: limiter.v1.AddVoterResponse
-	(*RemoveServerRequest)(nil),        // 22: limiter.v1.RemoveServerRequest
-	(*RemoveServerResponse)(nil),       // 23: limiter.v1.RemoveServerResponse
-	(*TransferLeadershipRequest)(nil),  // 24: limiter.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 25: limiter.v1.TransferLeadershipResponse
-	(*StatusRequest)(nil),              // 26: limiter.v1.StatusRequest
-	(*StatusResponse)(nil),             // 27: limiter.v1.StatusResponse
-	(*SaveSnapshotRequest)(nil),        // 28: limiter.v1.SaveSnapshotRequest
-	(*SnapshotChunk)(nil),              // 29: limiter.v1.SnapshotChunk
-	(*RestoreSnapshotResponse)(nil),    // 30: limiter.v1.RestoreSnapshotResponse
+	(NodeState)(0),                     // 2: limiter.v1.NodeState
+	(*TakeRequest)(nil),                // 3: limiter.v1.TakeRequest
+	(*Decision)(nil),                   // 4: limiter.v1.Decision
+	(*TakeResponse)(nil),               // 5: limiter.v1.TakeResponse
+	(*TakeItem)(nil),                   // 6: limiter.v1.TakeItem
+	(*TakeManyRequest)(nil),            // 7: limiter.v1.TakeManyRequest
+	(*TakeManyResponse)(nil),           // 8: limiter.v1.TakeManyResponse
+	(*PeekRequest)(nil),                // 9: limiter.v1.PeekRequest
+	(*PeekResponse)(nil),               // 10: limiter.v1.PeekResponse
+	(*LimitInfo)(nil),                  // 11: limiter.v1.LimitInfo
+	(*SetLimitRequest)(nil),            // 12: limiter.v1.SetLimitRequest
+	(*GetLimitRequest)(nil),            // 13: limiter.v1.GetLimitRequest
+	(*ListLimitsRequest)(nil),          // 14: limiter.v1.ListLimitsRequest
+	(*ListLimitsResponse)(nil),         // 15: limiter.v1.ListLimitsResponse
+	(*DeleteLimitRequest)(nil),         // 16: limiter.v1.DeleteLimitRequest
+	(*DeleteLimitResponse)(nil),        // 17: limiter.v1.DeleteLimitResponse
+	(*Member)(nil),                     // 18: limiter.v1.Member
+	(*ListMembersRequest)(nil),         // 19: limiter.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),        // 20: limiter.v1.ListMembersResponse
+	(*AddVoterRequest)(nil),            // 21: limiter.v1.AddVoterRequest
+	(*AddVoterResponse)(nil),           // 22: limiter.v1.AddVoterResponse
+	(*RemoveServerRequest)(nil),        // 23: limiter.v1.RemoveServerRequest
+	(*RemoveServerResponse)(nil),       // 24: limiter.v1.RemoveServerResponse
+	(*TransferLeadershipRequest)(nil),  // 25: limiter.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 26: limiter.v1.TransferLeadershipResponse
+	(*StatusRequest)(nil),              // 27: limiter.v1.StatusRequest
+	(*StatusResponse)(nil),             // 28: limiter.v1.StatusResponse
+	(*SaveSnapshotRequest)(nil),        // 29: limiter.v1.SaveSnapshotRequest
+	(*SnapshotChunk)(nil),              // 30: limiter.v1.SnapshotChunk
+	(*RestoreSnapshotResponse)(nil),    // 31: limiter.v1.RestoreSnapshotResponse
 }
 var file_limiter_proto_depIdxs = []int32{
-	3,  // 0: limiter.v1.TakeResponse.decision:type_name -> limiter.v1.Decision
-	5,  // 1: limiter.v1.TakeManyRequest.items:type_name -> limiter.v1.TakeItem
-	3,  // 2: limiter.v1.TakeManyResponse.decisions:type_name -> limiter.v1.Decision
+	4,  // 0: limiter.v1.TakeResponse.decision:type_name -> limiter.v1.Decision
+	6,  // 1: limiter.v1.TakeManyRequest.items:type_name -> limiter.v1.TakeItem
+	4,  // 2: limiter.v1.TakeManyResponse.decisions:type_name -> limiter.v1.Decision
 	0,  // 3: limiter.v1.PeekRequest.consistency:type_name -> limiter.v1.Consistency
-	3,  // 4: limiter.v1.PeekResponse.decision:type_name -> limiter.v1.Decision
-	10, // 5: limiter.v1.ListLimitsResponse.limits:type_name -> limiter.v1.LimitInfo
+	4,  // 4: limiter.v1.PeekResponse.decision:type_name -> limiter.v1.Decision
+	11, // 5: limiter.v1.ListLimitsResponse.limits:type_name -> limiter.v1.LimitInfo
 	1,  // 6: limiter.v1.Member.suffrage:type_name -> limiter.v1.Suffrage
-	17, // 7: limiter.v1.ListMembersResponse.members:type_name -> limiter.v1.Member
-	17, // 8: limiter.v1.StatusResponse.members:type_name -> limiter.v1.Member
-	2,  // 9: limiter.v1.RateLimiter.Take:input_type -> limiter.v1.TakeRequest
-	6,  // 10: limiter.v1.RateLimiter.TakeMany:input_type -> limiter.v1.TakeManyRequest
-	8,  // 11: limiter.v1.RateLimiter.Peek:input_type -> limiter.v1.PeekRequest
-	11, // 12: limiter.v1.Admin.SetLimit:input_type -> limiter.v1.SetLimitRequest
-	12, // 13: limiter.v1.Admin.GetLimit:input_type -> limiter.v1.GetLimitRequest
-	13, // 14: limiter.v1.Admin.ListLimits:input_type -> limiter.v1.ListLimitsRequest
-	15, // 15: limiter.v1.Admin.DeleteLimit:input_type -> limiter.v1.DeleteLimitRequest
-	18, // 16: limiter.v1.Admin.ListMembers:input_type -> limiter.v1.ListMembersRequest
-	20, // 17: limiter.v1.Admin.AddVoter:input_type -> limiter.v1.AddVoterRequest
-	22, // 18: limiter.v1.Admin.RemoveServer:input_type -> limiter.v1.RemoveServerRequest
-	24, // 19: limiter.v1.Admin.TransferLeadership:input_type -> limiter.v1.TransferLeadershipRequest
-	26, // 20: limiter.v1.Admin.Status:input_type -> limiter.v1.StatusRequest
-	28, // 21: limiter.v1.Admin.SaveSnapshot:input_type -> limiter.v1.SaveSnapshotRequest
-	29, // 22: limiter.v1.Admin.RestoreSnapshot:input_type -> limiter.v1.SnapshotChunk
-	4,  // 23: limiter.v1.RateLimiter.Take:output_type -> limiter.v1.TakeResponse
-	7,  // 24: limiter.v1.RateLimiter.TakeMany:output_type -> limiter.v1.TakeManyResponse
-	9,  // 25: limiter.v1.RateLimiter.Peek:output_type -> limiter.v1.PeekResponse
-	10, // 26: limiter.v1.Admin.SetLimit:output_type -> limiter.v1.LimitInfo
-	10, // 27: limiter.v1.Admin.GetLimit:output_type -> limiter.v1.LimitInfo
-	14, // 28: limiter.v1.Admin.ListLimits:output_type -> limiter.v1.ListLimitsResponse
-	16, // 29: limiter.v1.Admin.DeleteLimit:output_type -> limiter.v1.DeleteLimitResponse
-	19, // 30: limiter.v1.Admin.ListMembers:output_type -> limiter.v1.ListMembersResponse
-	21, // 31: limiter.v1.Admin.AddVoter:output_type -> limiter.v1.AddVoterResponse
-	23, // 32: limiter.v1.Admin.RemoveServer:output_type -> limiter.v1.RemoveServerResponse
-	25, // 33: limiter.v1.Admin.TransferLeadership:output_type -> limiter.v1.TransferLeadershipResponse
-	27, // 34: limiter.v1.Admin.Status:output_type -> limiter.v1.StatusResponse
-	29, // 35: limiter.v1.Admin.SaveSnapshot:output_type -> limiter.v1.SnapshotChunk
-	30, // 36: limiter.v1.Admin.RestoreSnapshot:output_type -> limiter.v1.RestoreSnapshotResponse
-	23, // [23:37] is the sub-list for method output_type
-	9,  // [9:23] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	18, // 7: limiter.v1.ListMembersResponse.members:type_name -> limiter.v1.Member
+	18, // 8: limiter.v1.StatusResponse.members:type_name -> limiter.v1.Member
+	2,  // 9: limiter.v1.StatusResponse.node_state:type_name -> limiter.v1.NodeState
+	3,  // 10: limiter.v1.RateLimiter.Take:input_type -> limiter.v1.TakeRequest
+	7,  // 11: limiter.v1.RateLimiter.TakeMany:input_type -> limiter.v1.TakeManyRequest
+	9,  // 12: limiter.v1.RateLimiter.Peek:input_type -> limiter.v1.PeekRequest
+	12, // 13: limiter.v1.Admin.SetLimit:input_type -> limiter.v1.SetLimitRequest
+	13, // 14: limiter.v1.Admin.GetLimit:input_type -> limiter.v1.GetLimitRequest
+	14, // 15: limiter.v1.Admin.ListLimits:input_type -> limiter.v1.ListLimitsRequest
+	16, // 16: limiter.v1.Admin.DeleteLimit:input_type -> limiter.v1.DeleteLimitRequest
+	19, // 17: limiter.v1.Admin.ListMembers:input_type -> limiter.v1.ListMembersRequest
+	21, // 18: limiter.v1.Admin.AddVoter:input_type -> limiter.v1.AddVoterRequest
+	23, // 19: limiter.v1.Admin.RemoveServer:input_type -> limiter.v1.RemoveServerRequest
+	25, // 20: limiter.v1.Admin.TransferLeadership:input_type -> limiter.v1.TransferLeadershipRequest
+	27, // 21: limiter.v1.Admin.Status:input_type -> limiter.v1.StatusRequest
+	29, // 22: limiter.v1.Admin.SaveSnapshot:input_type -> limiter.v1.SaveSnapshotRequest
+	30, // 23: limiter.v1.Admin.RestoreSnapshot:input_type -> limiter.v1.SnapshotChunk
+	5,  // 24: limiter.v1.RateLimiter.Take:output_type -> limiter.v1.TakeResponse
+	8,  // 25: limiter.v1.RateLimiter.TakeMany:output_type -> limiter.v1.TakeManyResponse
+	10, // 26: limiter.v1.RateLimiter.Peek:output_type -> limiter.v1.PeekResponse
+	11, // 27: limiter.v1.Admin.SetLimit:output_type -> limiter.v1.LimitInfo
+	11, // 28: limiter.v1.Admin.GetLimit:output_type -> limiter.v1.LimitInfo
+	15, // 29: limiter.v1.Admin.ListLimits:output_type -> limiter.v1.ListLimitsResponse
+	17, // 30: limiter.v1.Admin.DeleteLimit:output_type -> limiter.v1.DeleteLimitResponse
+	20, // 31: limiter.v1.Admin.ListMembers:output_type -> limiter.v1.ListMembersResponse
+	22, // 32: limiter.v1.Admin.AddVoter:output_type -> limiter.v1.AddVoterResponse
+	24, // 33: limiter.v1.Admin.RemoveServer:output_type -> limiter.v1.RemoveServerResponse
+	26, // 34: limiter.v1.Admin.TransferLeadership:output_type -> limiter.v1.TransferLeadershipResponse
+	28, // 35: limiter.v1.Admin.Status:output_type -> limiter.v1.StatusResponse
+	30, // 36: limiter.v1.Admin.SaveSnapshot:output_type -> limiter.v1.SnapshotChunk
+	31, // 37: limiter.v1.Admin.RestoreSnapshot:output_type -> limiter.v1.RestoreSnapshotResponse
+	24, // [24:38] is the sub-list for method output_type
+	10, // [10:24] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_limiter_proto_init() }
@@ -2061,7 +2137,7 @@ func file_limiter_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_limiter_proto_rawDesc), len(file_limiter_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   2,

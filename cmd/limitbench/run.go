@@ -344,7 +344,7 @@ func (c *cluster) status(ctx context.Context) (*limiterpb.StatusResponse, error)
 // ensureLeader checks that the node the data path goes to is still the leader, and finds the
 // new leader (and reconnects) when it is not.
 func (c *cluster) ensureLeader(ctx context.Context, cfg *Config) error {
-	if st, err := c.status(ctx); err == nil && st.GetState() == "Leader" {
+	if st, err := c.status(ctx); err == nil && st.IsLeader() {
 		c.leaderID, c.term = st.GetNodeId(), st.GetTerm()
 		return nil
 	}
@@ -375,7 +375,7 @@ func (c *cluster) findLeader(ctx context.Context, addrs []string) error {
 	wg.Wait()
 	var problems []string
 	for _, an := range answers {
-		if an.err == nil && an.st.GetState() == "Leader" {
+		if an.err == nil && an.st.IsLeader() {
 			c.leaderID, c.leaderAddr, c.term = an.st.GetNodeId(), an.addr, an.st.GetTerm()
 			return nil
 		}

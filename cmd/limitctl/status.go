@@ -127,7 +127,7 @@ func (r statusReport) answered() bool {
 func buildStatusReport(addrs []string, resps []*limiterpb.StatusResponse, errs []error) statusReport {
 	var leader *limiterpb.StatusResponse
 	for _, r := range resps {
-		if r != nil && r.GetState() == "Leader" && (leader == nil || r.GetTerm() > leader.GetTerm()) {
+		if r != nil && r.IsLeader() && (leader == nil || r.GetTerm() > leader.GetTerm()) {
 			leader = r
 		}
 	}
