@@ -220,21 +220,72 @@ func (c *Client) call(ctx context.Context, fn func(ctx context.Context, conn *gr
 			c.setLeader("") // try the next node
 		}
 		if time.Now().Add(backoff).After(deadline) {
+			e := &CallError{Attempts: attempt + 1, Last: last}
 			if c.opts.TLS == nil && c.opts.DialOptions != nil && strings.Contains(last.Error(), "server preface") {
-				return fmt.Errorf("client: gave up after %d attempts (the node may be serving TLS: give the client its CA): %w", attempt+1, last)
+				e.Hint = "the node may be serving TLS: give the client its CA"
 			}
-			return fmt.Errorf("client: gave up after %d attempts: %w", attempt+1, last)
+			return e
 		}
 		t := time.NewTimer(backoff/2 + mrand.N(backoff/2+1))
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			// A status (DeadlineExceeded or Canceled), as when the context ends during an attempt.
-			return status.Errorf(status.FromContextError(ctx.Err()).Code(), "client: %v (last error: %v)", ctx.Err(), last)
+			return &CallError{Attempts: attempt + 1, Ctx: ctx.Err(), Last: last}
 		case <-t.C:
 		}
 		backoff = min(2*backoff, 500*time.Millisecond)
 	}
+}
+
+// CallError is a call that ended without an answer: its retry budget (Options.RetryFor) ran
+// out, or its context ended between attempts. It keeps the last error a node gave, so callers
+// inspect it with errors.Is and errors.As (Unwrap) rather than by its text.
+type CallError struct {
+	Attempts int
+	Ctx      error  // the context's error when it ended first; nil when the budget ran out
+	Last     error  // the last error a node gave (nil if none)
+	Hint     string // a likely cause worth telling the user, or ""
+}
+
+func (e *CallError) Error() string {
+	var msg string
+	if e.Ctx != nil {
+		msg = "client: " + e.Ctx.Error()
+		if e.Last != nil {
+			msg += " (last error: " + e.Last.Error() + ")"
+		}
+		return msg
+	}
+	msg = fmt.Sprintf("client: gave up after %d attempts", e.Attempts)
+	if e.Hint != "" {
+		msg += " (" + e.Hint + ")"
+	}
+	if e.Last != nil {
+		msg += ": " + e.Last.Error()
+	}
+	return msg
+}
+
+// Unwrap returns the context's error and the last error.
+func (e *CallError) Unwrap() []error {
+	var out []error
+	for _, err := range []error{e.Ctx, e.Last} {
+		if err != nil {
+			out = append(out, err)
+		}
+	}
+	return out
+}
+
+// GRPCStatus is DeadlineExceeded or Canceled when the context ended, else the last error's status.
+func (e *CallError) GRPCStatus() *status.Status {
+	if e.Ctx != nil {
+		return status.New(status.FromContextError(e.Ctx).Code(), e.Error())
+	}
+	if st, ok := status.FromError(e.Last); ok && e.Last != nil {
+		return st
+	}
+	return status.New(codes.Unknown, e.Error())
 }
 
 // NewRequestID returns a random request ID (128 bits, hex).

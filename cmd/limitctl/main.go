@@ -44,7 +44,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"regexp"
 	"strings"
 	"time"
 
@@ -161,53 +160,62 @@ func isUsageError(err error) bool {
 	return errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command ")
 }
 
-var (
-	// rpcErrorRE matches the text of a flattened gRPC status error.
-	rpcErrorRE = regexp.MustCompile(`^rpc error: code = (\w+) desc = (.*)$`)
-	// lastErrorRE matches the client's "gave up" message that carries the last error as text.
-	lastErrorRE = regexp.MustCompile(`^(.*) \(last error: (.*)\)$`)
-)
-
 // errorMessage turns err into the one-line message printed after "limitctl: ". gRPC status
 // errors become "<status message> (<code name>)" instead of "rpc error: code = ... desc = ...",
-// also when wrapped or flattened into text by the client; the client's "client: " prefix is
-// dropped and the message is kept on one line.
+// also inside the client's CallError; the client's "client: " prefix is dropped and the message is
+// kept on one line.
 func errorMessage(err error) string {
 	if err == nil {
 		return ""
 	}
-	msg := err.Error()
+	var msg string
 	var te *timeoutError
-	var gs interface{ GRPCStatus() *status.Status }
+	var ce *client.CallError
 	switch {
 	case errors.As(err, &te):
-		// Already formatted; the status inside is handled by its Error.
-	case errors.As(err, &gs):
-		st := gs.GRPCStatus()
-		pretty := st.Message() + " (" + st.Code().String() + ")"
-		if raw := st.Err().Error(); strings.Contains(msg, raw) {
-			msg = strings.Replace(msg, raw, pretty, 1)
-		} else {
-			msg = pretty
-		}
+		msg = te.Error() // formats its own last error
+	case errors.As(err, &ce):
+		msg = strings.Replace(err.Error(), ce.Error(), callText(ce), 1) // keep any wrapping text
 	default:
-		if m := lastErrorRE.FindStringSubmatch(msg); m != nil {
-			msg = m[1] + "; last error: " + rpcText(m[2])
-		} else {
-			msg = rpcText(msg)
-		}
+		msg = statusText(err)
 	}
 	msg = strings.ReplaceAll(msg, "\n", " ")
 	return strings.TrimPrefix(msg, "client: ")
 }
 
-// rpcText rewrites the text of a flattened gRPC status error as "<message> (<code name>)" and
-// returns any other text unchanged.
-func rpcText(s string) string {
-	if m := rpcErrorRE.FindStringSubmatch(s); m != nil {
-		return m[2] + " (" + m[1] + ")"
+// callText is a CallError as "<why it ended>: <last error as statusText>".
+func callText(ce *client.CallError) string {
+	var msg string
+	if ce.Ctx != nil {
+		msg = ce.Ctx.Error()
+		if ce.Last != nil {
+			msg += "; last error: " + statusText(ce.Last)
+		}
+	} else {
+		msg = fmt.Sprintf("gave up after %d attempts", ce.Attempts)
+		if ce.Hint != "" {
+			msg += " (" + ce.Hint + ")"
+		}
+		if ce.Last != nil {
+			msg += ": " + statusText(ce.Last)
+		}
 	}
-	return s
+	return msg
+}
+
+// statusText is err's text with a gRPC status in it written "<message> (<code name>)".
+func statusText(err error) string {
+	msg := err.Error()
+	var gs interface{ GRPCStatus() *status.Status }
+	if !errors.As(err, &gs) {
+		return msg
+	}
+	st := gs.GRPCStatus()
+	pretty := st.Message() + " (" + st.Code().String() + ")"
+	if raw := st.Err().Error(); strings.Contains(msg, raw) {
+		return strings.Replace(msg, raw, pretty, 1)
+	}
+	return pretty
 }
 
 // app holds the global flags and the output streams shared by every command.

@@ -208,9 +208,11 @@ func TestErrorMessage_ShowsStatusMessageAndCodeName(t *testing.T) {
 		want string
 	}{
 		{notFound, `limit "x" not found (NotFound)`},
-		{fmt.Errorf("client: gave up after 3 attempts: %w", unavailable), "gave up after 3 attempts: connection refused (Unavailable)"},
-		{fmt.Errorf("client: %w (last error: %v)", context.DeadlineExceeded, unavailable), "context deadline exceeded; last error: connection refused (Unavailable)"},
-		{&timeoutError{2 * time.Second, fmt.Errorf("client: %w (last error: %v)", context.DeadlineExceeded, unavailable)}, "timed out after 2s (--timeout): last error: connection refused (Unavailable)"},
+		{&client.CallError{Attempts: 3, Last: unavailable}, "gave up after 3 attempts: connection refused (Unavailable)"},
+		{fmt.Errorf("status of n1: %w", &client.CallError{Attempts: 3, Last: unavailable}), "status of n1: gave up after 3 attempts: connection refused (Unavailable)"},
+		{&client.CallError{Ctx: context.DeadlineExceeded, Last: unavailable}, "context deadline exceeded; last error: connection refused (Unavailable)"},
+		{&timeoutError{2 * time.Second, &client.CallError{Ctx: context.DeadlineExceeded, Last: unavailable}}, "timed out after 2s (--timeout): last error: connection refused (Unavailable)"},
+		{fmt.Errorf("set limit: %w", notFound), `set limit: limit "x" not found (NotFound)`},
 		{&timeoutError{2 * time.Second, status.Error(codes.DeadlineExceeded, "context deadline exceeded")}, "timed out after 2s (--timeout)"},
 		{errors.New("plain"), "plain"},
 	}
