@@ -3,6 +3,7 @@ package fsm_test
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"math"
 	"reflect"
@@ -181,3 +182,28 @@ func TestKind_StringNamesEveryKind(t *testing.T) {
 }
 
 func errorsIsCorruptEntry(err error) bool { return errors.Is(err, fsm.ErrCorruptEntry) }
+
+// The log format did not change when Command became a one-of: these bytes were written by the
+// encoder before (commit 8dda4fa), and are what committed logs hold.
+func TestEncode_SameBytesAsBeforeTheOneOf(t *testing.T) {
+	for _, c := range []struct {
+		cmd fsm.Command
+		hex string
+	}{
+		{fsm.Command{Stamp: 1700000000123456789, TakeBatch: []fsm.Take{{RequestID: "req-1", Items: []fsm.Item{{Limit: "api", Key: "user:42", Cost: 3}}}, {Items: []fsm.Item{{Limit: "g", Key: "*", Cost: 1}, {Limit: "api", Key: "k", Cost: 7}}}}},
+			"0101aab4aed8c7bfce972f02057265712d31010361706907757365723a34320600020167012a0203617069016b0e"},
+		{fsm.Command{Stamp: 5, SetLimit: &fsm.LimitSpec{Name: "api", Rate: 1000, Period: time.Minute, Burst: 5000}}, "01020a03617069d00f80e0ba84bf03904e"},
+		{fsm.Command{Stamp: -7, DeleteLimit: &fsm.LimitRef{Name: "api"}}, "01030d03617069"},
+		{fsm.Command{Stamp: 9, SetMember: &fsm.MemberAddr{ID: "n1", APIAddr: "10.0.0.1:7401"}}, "010412026e310d31302e302e302e313a37343031"},
+		{fsm.Command{Stamp: 11}, "010516"},
+	} {
+		if got := hex.EncodeToString(c.cmd.Encode(nil)); got != c.hex {
+			t.Errorf("%s: encoded %s, want %s (the bytes committed logs hold)", c.cmd.Kind(), got, c.hex)
+		}
+		b, _ := hex.DecodeString(c.hex)
+		back, err := fsm.Decode(b)
+		if err != nil || hex.EncodeToString(back.Encode(nil)) != c.hex {
+			t.Errorf("%s: decode and re-encode: %v", c.cmd.Kind(), err)
+		}
+	}
+}
