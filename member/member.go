@@ -156,7 +156,7 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 		if err := server.BridgeRaftMetrics(); err != nil {
 			cfg.Logger.Warn("raft metrics not bridged", "err", err)
 		}
-		m.http = &http.Server{Handler: httpMux(s, metrics, cfg.Pprof), ReadHeaderTimeout: 5 * time.Second}
+		m.http = &http.Server{Handler: httpMux(n, metrics, cfg.Pprof), ReadHeaderTimeout: 5 * time.Second}
 		m.serve("metrics", func() error {
 			if err := m.http.Serve(mlis); !errors.Is(err, http.ErrServerClosed) {
 				return err
@@ -174,7 +174,7 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 }
 
 // httpMux serves /metrics, /healthz and, when asked for, /debug/pprof/.
-func httpMux(s *server.Server, metrics *server.Metrics, withPprof bool) *http.ServeMux {
+func httpMux(n *node.Node, metrics *server.Metrics, withPprof bool) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", metrics.Handler())
 	if withPprof {
@@ -185,11 +185,12 @@ func httpMux(s *server.Server, metrics *server.Metrics, withPprof bool) *http.Se
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		if s.Serving() {
+		ok, why := n.Health()
+		if ok {
 			fmt.Fprintln(w, "ok")
 			return
 		}
-		http.Error(w, "not serving: no leader known, halted, or behind the commit index", http.StatusServiceUnavailable)
+		http.Error(w, "not serving: "+why, http.StatusServiceUnavailable)
 	})
 	return mux
 }

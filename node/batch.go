@@ -142,7 +142,7 @@ func (b *batcher) finish(batch []*takeReq, f raft.ApplyFuture) {
 		return
 	}
 	if err := b.n.wait(context.Background(), f, nil); err != nil {
-		fail(translate(err)) // ErrShutdown included: the outcome is unknown, retry by request ID
+		fail(b.n.translate(err)) // ErrShutdown included: the outcome is unknown, retry by request ID
 		return
 	}
 	resp, ok := f.Response().(*fsm.Response)

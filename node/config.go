@@ -31,6 +31,9 @@ var (
 	ErrUnknownMember = errors.New("unknown member")
 	// ErrAddressInUse: a member is to be added at a Raft address another member holds.
 	ErrAddressInUse = errors.New("raft address held by another member")
+	// ErrStorage: this node could not write its Raft log (a full disk, an I/O error); the command
+	// was not appended, and is safe to retry (at another leader, or once space returns).
+	ErrStorage = errors.New("the Raft log could not be written; the command was not appended")
 	// ErrBusy: the command was not appended (raft's queue was full, or a restore aborted it);
 	// it is safe to retry.
 	ErrBusy = errors.New("busy: the command was not appended")

@@ -44,7 +44,7 @@ func (n *Node) wait(ctx context.Context, f raft.Future, done func()) error {
 	}()
 	select {
 	case err := <-ch:
-		return translate(err)
+		return n.translate(err)
 	case <-ctx.Done():
 		return fmt.Errorf("outcome unknown: %w", ctx.Err())
 	case <-n.shutdownCh:
@@ -52,11 +52,15 @@ func (n *Node) wait(ctx context.Context, f raft.Future, done func()) error {
 	}
 }
 
-// translate maps raft's errors onto this package's sentinels.
-func translate(err error) error {
+// translate maps raft's errors onto this package's sentinels. A write of this node's own log that
+// failed (a full disk) is ErrStorage: raft answers the entries it could not store with the store's
+// error, and they were neither appended nor replicated.
+func (n *Node) translate(err error) error {
 	switch {
 	case err == nil:
 		return nil
+	case n.store.failed(err):
+		return fmt.Errorf("%w: %w", ErrStorage, err)
 	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
 		errors.Is(err, raft.ErrLeadershipTransferInProgress):
 		return fmt.Errorf("%w: %w", ErrNotLeader, err)

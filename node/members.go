@@ -184,6 +184,9 @@ type Status struct {
 	LeaseReads            uint64 // reads answered under the lease
 	LocalDenials          uint64 // takes denied from local state under the lease
 	LeaderChanges         uint64 // leadership observations (won or lost) since start
+	LeaderCommitIndex     uint64 // the leader's commit index as last heard (own on the leader)
+	NotServing            string // why Health fails; "" when serving
+	LogWriteFailures      uint64 // failed writes of the Raft log since start
 	FSM                   fsm.Stats
 }
 
@@ -197,7 +200,9 @@ func (n *Node) Status() Status {
 		CommitIndex: n.raft.CommitIndex(), AppliedIndex: n.raft.AppliedIndex(), LastLogIndex: n.raft.LastIndex(),
 		FSM: n.fsm.Stats(), LeaseHeld: n.LeaseHeld(),
 		LeaseReads: n.leaseReads.Load(), LocalDenials: n.localDenials.Load(), LeaderChanges: n.leaderChanges.Load(),
+		LeaderCommitIndex: n.LeaderCommitIndex(), LogWriteFailures: n.store.failures.Load(),
 	}
+	_, s.NotServing = n.Health()
 	if n.raft.State() != raft.Leader {
 		if lc := n.raft.LastContact(); lc.IsZero() {
 			s.LastContact = -1
@@ -227,7 +232,7 @@ func (n *Node) RestoreSnapshot(ctx context.Context, r io.Reader, size int64) err
 		n.becomeReady(term)
 	}
 	if err != nil {
-		return fmt.Errorf("restore snapshot: %w", translate(err))
+		return fmt.Errorf("restore snapshot: %w", n.translate(err))
 	}
 	return nil
 }

@@ -28,7 +28,7 @@ type Node struct {
 	fsm   *fsm.FSM
 	raft  *raft.Raft
 	trans *guardedTransport // raft's NetworkTransport with the TimeoutNow guards (transport.go)
-	store *raftboltdb.BoltStore
+	store *trackedStore // raft-boltdb, with its last write's outcome (logstore.go)
 	snaps *raft.FileSnapshotStore
 	mux   *muxStream // the Raft port: cluster-ID handshake and discovery (mux.go)
 
@@ -113,7 +113,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := checkBoltFile(dbPath); err != nil {
 		return nil, err
 	}
-	n.store, err = raftboltdb.New(raftboltdb.Options{
+	bolt, err := raftboltdb.New(raftboltdb.Options{
 		Path:        dbPath,
 		NoSync:      cfg.NoSync,
 		BoltOptions: &bbolt.Options{Timeout: 2 * time.Second},
@@ -121,6 +121,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open raft log %s: %w", dbPath, err)
 	}
+	n.store = &trackedStore{BoltStore: bolt, path: dbPath, log: n.log}
 	var hl hclog.Logger = newRaftLogger(n.log, hclog.LevelFromString(cfg.RaftLogLevel))
 	if cfg.RaftLogOutput != nil {
 		hl = hclog.New(&hclog.LoggerOptions{

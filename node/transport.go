@@ -35,6 +35,9 @@ type guardedTransport struct {
 	failed   atomic.Bool
 	refused  atomic.Uint64
 	notVoter atomic.Uint64 // vote requests refused because this node is not a voter
+	// leaderCommit is the commit index the leader sent last (AppendEntries other than heartbeats,
+	// at least every CommitTimeout while it leads): what "caught up" means on a follower.
+	leaderCommit atomic.Uint64
 }
 
 func newGuardedTransport(t *raft.NetworkTransport) *guardedTransport {
@@ -62,6 +65,10 @@ func (g *guardedTransport) pump(leader func() raft.ServerID, canVote func() bool
 					g.refused.Add(1)
 					rpc.Respond(nil, errStaleTimeoutNow)
 					continue
+				}
+			case *raft.AppendEntriesRequest:
+				if req.LeaderCommitIndex > 0 {
+					g.leaderCommit.Store(req.LeaderCommitIndex) // health compares the applied index with it
 				}
 			case *raft.RequestVoteRequest, *raft.RequestPreVoteRequest:
 				if !canVote() {

@@ -232,6 +232,7 @@ func (s *Server) Status(ctx context.Context, req *limiterpb.StatusRequest) (*lim
 		Limits: int64(st.FSM.Limits), Buckets: int64(st.FSM.Buckets), RequestIds: int64(st.FSM.RequestIDs),
 		FsmTimeNanos: st.FSM.Clock, RaftAddress: st.RaftAddr, ApiAddress: st.APIAddr,
 		LeaseHeld: st.LeaseHeld, LeaseReads: st.LeaseReads, LocalDenials: st.LocalDenials,
+		LeaderCommitIndex: st.LeaderCommitIndex, NotServing: st.NotServing, LogWriteFailures: st.LogWriteFailures,
 	}
 	if req.GetIncludeStateHash() {
 		h, err := s.node.FSM().StateHash()

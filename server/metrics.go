@@ -119,10 +119,13 @@ var (
 	descLeaseRead = prometheus.NewDesc("limiterd_lease_reads_total", "Reads answered under the lease.", nil, nil)
 	descLocalDeny = prometheus.NewDesc("limiterd_local_denials_total", "Takes denied from local state under the lease.", nil, nil)
 	descResets    = prometheus.NewDesc("limiterd_clock_resets_total", "Entries stamped further behind the log clock than the skew tolerance.", nil, nil)
+	descServing   = prometheus.NewDesc("limiterd_serving", "1 while this node is healthy (a leader known, its log writable, caught up with the leader's commit index).", nil, nil)
+	descBehind    = prometheus.NewDesc("limiterd_behind_leader", "The leader's commit index as last heard minus this node's applied index.", nil, nil)
+	descLogFail   = prometheus.NewDesc("limiterd_log_write_failures_total", "Writes of this node's Raft log that failed (a full disk, an I/O error).", nil, nil)
 )
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descState, descTerm, descCommit, descApplied, descLag, descChanges, descBuckets, descLimits, descIDs, descLease, descLeaseRead, descLocalDeny, descResets} {
+	for _, d := range []*prometheus.Desc{descState, descTerm, descCommit, descApplied, descLag, descChanges, descBuckets, descLimits, descIDs, descLease, descLeaseRead, descLocalDeny, descResets, descServing, descBehind, descLogFail} {
 		ch <- d
 	}
 }
@@ -156,6 +159,16 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descLeaseRead, prometheus.CounterValue, float64(st.LeaseReads))
 	ch <- prometheus.MustNewConstMetric(descLocalDeny, prometheus.CounterValue, float64(st.LocalDenials))
 	ch <- prometheus.MustNewConstMetric(descResets, prometheus.CounterValue, float64(st.FSM.ClockResets))
+	serving, behind := 0.0, 0.0
+	if st.NotServing == "" {
+		serving = 1
+	}
+	if st.LeaderCommitIndex > st.AppliedIndex {
+		behind = float64(st.LeaderCommitIndex - st.AppliedIndex)
+	}
+	ch <- prometheus.MustNewConstMetric(descServing, prometheus.GaugeValue, serving)
+	ch <- prometheus.MustNewConstMetric(descBehind, prometheus.GaugeValue, behind)
+	ch <- prometheus.MustNewConstMetric(descLogFail, prometheus.CounterValue, float64(st.LogWriteFailures))
 }
 
 var (

@@ -189,19 +189,10 @@ func (s *Server) register() {
 	}
 }
 
-// maxServingLag is how far behind the commit index a node may have applied and still report
-// itself healthy.
-const maxServingLag = 1000
-
-// Serving reports whether this node can serve: it knows a leader, its state machine is not
-// halted, and it has applied nearly everything committed.
+// Serving reports whether this node can serve (node.Health).
 func (s *Server) Serving() bool {
-	id, _ := s.node.Leader()
-	if id == "" || s.node.FSM().Stats().Halted != nil {
-		return false
-	}
-	r := s.node.Raft()
-	return r.CommitIndex() <= r.AppliedIndex()+maxServingLag
+	ok, _ := s.node.Health()
+	return ok
 }
 
 // createMissingLimits makes every declared limit exist (those that exist are left as they are,

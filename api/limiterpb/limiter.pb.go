@@ -1560,9 +1560,17 @@ type StatusResponse struct {
 	LeaseReads   uint64 `protobuf:"varint,18,opt,name=lease_reads,json=leaseReads,proto3" json:"lease_reads,omitempty"`
 	LocalDenials uint64 `protobuf:"varint,19,opt,name=local_denials,json=localDenials,proto3" json:"local_denials,omitempty"`
 	// The node's role in Raft (state, as an enum).
-	NodeState     NodeState `protobuf:"varint,20,opt,name=node_state,json=nodeState,proto3,enum=limiter.v1.NodeState" json:"node_state,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	NodeState NodeState `protobuf:"varint,20,opt,name=node_state,json=nodeState,proto3,enum=limiter.v1.NodeState" json:"node_state,omitempty"`
+	// The leader's commit index as this node last heard it (its own on the leader): health compares
+	// applied_index with it.
+	LeaderCommitIndex uint64 `protobuf:"varint,21,opt,name=leader_commit_index,json=leaderCommitIndex,proto3" json:"leader_commit_index,omitempty"`
+	// Why this node is not SERVING (no leader known, its Raft log cannot be written, halted, behind
+	// the leader); empty when it is.
+	NotServing string `protobuf:"bytes,22,opt,name=not_serving,json=notServing,proto3" json:"not_serving,omitempty"`
+	// Writes of this node's Raft log that failed since it started (a full disk).
+	LogWriteFailures uint64 `protobuf:"varint,23,opt,name=log_write_failures,json=logWriteFailures,proto3" json:"log_write_failures,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -1733,6 +1741,27 @@ func (x *StatusResponse) GetNodeState() NodeState {
 		return x.NodeState
 	}
 	return NodeState_NODE_STATE_UNSPECIFIED
+}
+
+func (x *StatusResponse) GetLeaderCommitIndex() uint64 {
+	if x != nil {
+		return x.LeaderCommitIndex
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetNotServing() string {
+	if x != nil {
+		return x.NotServing
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetLogWriteFailures() uint64 {
+	if x != nil {
+		return x.LogWriteFailures
+	}
+	return 0
 }
 
 type SaveSnapshotRequest struct {
@@ -1966,7 +1995,7 @@ const file_limiter_proto_rawDesc = "" +
 	"\x1aTransferLeadershipResponse\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\"=\n" +
 	"\rStatusRequest\x12,\n" +
-	"\x12include_state_hash\x18\x01 \x01(\bR\x10includeStateHash\"\xb1\x05\n" +
+	"\x12include_state_hash\x18\x01 \x01(\bR\x10includeStateHash\"\xb0\x06\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x12\n" +
@@ -1994,7 +2023,11 @@ const file_limiter_proto_rawDesc = "" +
 	"leaseReads\x12#\n" +
 	"\rlocal_denials\x18\x13 \x01(\x04R\flocalDenials\x124\n" +
 	"\n" +
-	"node_state\x18\x14 \x01(\x0e2\x15.limiter.v1.NodeStateR\tnodeState\"\x15\n" +
+	"node_state\x18\x14 \x01(\x0e2\x15.limiter.v1.NodeStateR\tnodeState\x12.\n" +
+	"\x13leader_commit_index\x18\x15 \x01(\x04R\x11leaderCommitIndex\x12\x1f\n" +
+	"\vnot_serving\x18\x16 \x01(\tR\n" +
+	"notServing\x12,\n" +
+	"\x12log_write_failures\x18\x17 \x01(\x04R\x10logWriteFailures\"\x15\n" +
 	"\x13SaveSnapshotRequest\"#\n" +
 	"\rSnapshotChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\"a\n" +

@@ -1,0 +1,75 @@
+package node
+
+import (
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+// trackedStore is the Raft log and stable store (raft-boltdb) with the outcome of its last write
+// kept, so health can tell a member that cannot write its log (a full disk: its own commit and
+// applied indexes both freeze, and look caught up) and a failed append can be answered as
+// retryable. The first failure after a success is logged once, with the file.
+type trackedStore struct {
+	*raftboltdb.BoltStore
+	path string
+	log  *slog.Logger
+
+	mu       sync.Mutex
+	lastErr  error     // the last write's error; nil after a successful write
+	since    time.Time // when writes started failing
+	failures atomic.Uint64
+}
+
+func (s *trackedStore) note(err error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err == nil {
+		if s.lastErr != nil {
+			s.log.Info("the Raft log is writable again", "path", s.path, "failed_for", time.Since(s.since).Round(time.Millisecond))
+		}
+		s.lastErr = nil
+		return nil
+	}
+	s.failures.Add(1)
+	if s.lastErr == nil {
+		s.since = time.Now()
+		s.log.Error("cannot write the Raft log; this member is unhealthy until a write succeeds", "path", s.path, "err", err)
+	}
+	s.lastErr = err
+	return err
+}
+
+// writeError reports the last write's error and since when writes have failed (nil when the last
+// write succeeded).
+func (s *trackedStore) writeError() (error, time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastErr, s.since
+}
+
+// failed reports whether err is (or wraps) the error a write of this store returned, i.e. the
+// command it belonged to was not appended.
+func (s *trackedStore) failed(err error) bool {
+	s.mu.Lock()
+	last := s.lastErr
+	s.mu.Unlock()
+	return last != nil && err != nil && (errors.Is(err, last) || err.Error() == last.Error())
+}
+
+func (s *trackedStore) StoreLog(l *raft.Log) error { return s.note(s.BoltStore.StoreLog(l)) }
+func (s *trackedStore) StoreLogs(ls []*raft.Log) error {
+	return s.note(s.BoltStore.StoreLogs(ls))
+}
+func (s *trackedStore) DeleteRange(min, max uint64) error {
+	return s.note(s.BoltStore.DeleteRange(min, max))
+}
+func (s *trackedStore) Set(k, v []byte) error { return s.note(s.BoltStore.Set(k, v)) }
+func (s *trackedStore) SetUint64(k []byte, v uint64) error {
+	return s.note(s.BoltStore.SetUint64(k, v))
+}
