@@ -237,3 +237,24 @@ func TestIdentity_OldNodeJSONKeepsItsID(t *testing.T) {
 		t.Fatal(got)
 	}
 }
+
+// A leader whose entries stop committing (no quorum can store them) is unhealthy after a while,
+// and healthy again once the commit index moves.
+func TestStallClock_MeasuresHowLongEntriesWaitToCommit(t *testing.T) {
+	var s stallClock
+	if d := s.check(10, 10, time.Second); d != 0 {
+		t.Fatalf("nothing waiting: %v", d)
+	}
+	if d := s.check(12, 10, 2*time.Second); d != time.Second {
+		t.Fatalf("waiting since the commit index last moved: %v, want 1s", d)
+	}
+	if d := s.check(13, 10, 5*time.Second); d != 4*time.Second {
+		t.Fatalf("still waiting: %v, want 4s", d)
+	}
+	if d := s.check(13, 11, 6*time.Second); d != 0 {
+		t.Fatalf("the commit index moved: %v, want 0", d)
+	}
+	if d := s.check(13, 11, 7*time.Second); d != time.Second {
+		t.Fatalf("waiting again: %v, want 1s", d)
+	}
+}

@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -12,22 +13,26 @@ import (
 // for good.
 const MaxServingLag = 128
 
-// Health reports whether this node can serve, and why not: it must know a leader, have written
-// its last log entry successfully, not be halted, and have applied the leader's commit index as it
+// Health reports whether this node can serve, and why not: it must have written its last log
+// entry successfully, not be halted, know a leader, and have applied the leader's commit index as it
 // last heard it (not its own, which freezes with its log), less MaxServingLag.
 func (n *Node) Health() (ok bool, why string) {
-	if id, _ := n.Leader(); id == "" {
-		return false, "no leader known"
+	if err, since := n.store.writeError(); err != nil {
+		return false, fmt.Sprintf("cannot write the Raft log %s since %s: %v", n.store.path, since.Format(time.RFC3339), err)
 	}
 	if err := n.fsm.Halted(); err != nil {
 		return false, fmt.Sprintf("state machine halted: %v", err)
 	}
-	if err, since := n.store.writeError(); err != nil {
-		return false, fmt.Sprintf("cannot write the Raft log %s since %s: %v", n.store.path, since.Format(time.RFC3339), err)
+	if id, _ := n.Leader(); id == "" {
+		return false, "no leader known"
 	}
 	applied := n.raft.AppliedIndex()
 	commit := n.raft.CommitIndex()
-	if !n.LeadsRaft() {
+	if n.LeadsRaft() {
+		if stalled := n.commitStall.check(n.raft.LastIndex(), commit, n.cfg.Mono()); stalled > 2*n.cfg.HeartbeatTimeout {
+			return false, fmt.Sprintf("entries after the commit index %d have not committed for %s: no quorum stores them", commit, stalled.Round(time.Millisecond))
+		}
+	} else {
 		commit = n.trans.leaderCommit.Load()
 		if commit == 0 {
 			return false, "has not heard the leader's commit index yet"
@@ -46,4 +51,25 @@ func (n *Node) LeaderCommitIndex() uint64 {
 		return n.raft.CommitIndex()
 	}
 	return n.trans.leaderCommit.Load()
+}
+
+// stallClock measures how long a leader's commit index has stood still while it had entries
+// beyond it: then a quorum cannot store them (followers' disks full, say), though every member
+// still answers heartbeats.
+type stallClock struct {
+	mu     sync.Mutex
+	commit uint64
+	since  time.Duration // monotonic time when commit index last moved, or entries last caught up
+}
+
+// check notes the leader's last and commit indexes at monotonic time now and returns how long
+// entries have waited to commit (0 when none wait).
+func (s *stallClock) check(last, commit uint64, now time.Duration) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if last <= commit || commit != s.commit {
+		s.commit, s.since = commit, now
+		return 0
+	}
+	return now - s.since
 }

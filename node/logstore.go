@@ -26,9 +26,15 @@ type trackedStore struct {
 	failures atomic.Uint64
 }
 
-func (s *trackedStore) note(err error) error {
+// note records a write's outcome. Only a successful append clears an earlier failure: a small
+// overwrite in the stable store (a term, a vote) can succeed in pages bbolt freed earlier while
+// appending entries still fails.
+func (s *trackedStore) note(err error, appended bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err == nil && !appended {
+		return nil
+	}
 	if err == nil {
 		if s.lastErr != nil {
 			s.log.Info("the Raft log is writable again", "path", s.path, "failed_for", time.Since(s.since).Round(time.Millisecond))
@@ -62,14 +68,14 @@ func (s *trackedStore) failed(err error) bool {
 	return last != nil && err != nil && (errors.Is(err, last) || err.Error() == last.Error())
 }
 
-func (s *trackedStore) StoreLog(l *raft.Log) error { return s.note(s.BoltStore.StoreLog(l)) }
+func (s *trackedStore) StoreLog(l *raft.Log) error { return s.note(s.BoltStore.StoreLog(l), true) }
 func (s *trackedStore) StoreLogs(ls []*raft.Log) error {
-	return s.note(s.BoltStore.StoreLogs(ls))
+	return s.note(s.BoltStore.StoreLogs(ls), true)
 }
 func (s *trackedStore) DeleteRange(min, max uint64) error {
-	return s.note(s.BoltStore.DeleteRange(min, max))
+	return s.note(s.BoltStore.DeleteRange(min, max), false)
 }
-func (s *trackedStore) Set(k, v []byte) error { return s.note(s.BoltStore.Set(k, v)) }
+func (s *trackedStore) Set(k, v []byte) error { return s.note(s.BoltStore.Set(k, v), false) }
 func (s *trackedStore) SetUint64(k []byte, v uint64) error {
-	return s.note(s.BoltStore.SetUint64(k, v))
+	return s.note(s.BoltStore.SetUint64(k, v), false)
 }

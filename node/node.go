@@ -28,7 +28,7 @@ type Node struct {
 	fsm   *fsm.FSM
 	raft  *raft.Raft
 	trans *guardedTransport // raft's NetworkTransport with the TimeoutNow guards (transport.go)
-	store *trackedStore // raft-boltdb, with its last write's outcome (logstore.go)
+	store *trackedStore     // raft-boltdb, with its last write's outcome (logstore.go)
 	snaps *raft.FileSnapshotStore
 	mux   *muxStream // the Raft port: cluster-ID handshake and discovery (mux.go)
 
@@ -53,6 +53,7 @@ type Node struct {
 	leaderChanges atomic.Uint64
 	observer      atomic.Pointer[Observer]
 	localDenials  atomic.Uint64
+	commitStall   stallClock // health: how long a leader's entries have waited to commit
 	leaseReads    atomic.Uint64
 
 	// ready is the term in which this node, as leader, has committed an entry of its own term

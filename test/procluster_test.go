@@ -44,7 +44,19 @@ type pcluster struct {
 
 func startPCluster(t *testing.T, n, clients int, seed uint64) *pcluster {
 	t.Helper()
+	return startPClusterWith(t, n, clients, seed, nil)
+}
+
+// startPClusterWith is startPCluster with prepare(dataDir) run for each node's data dir before
+// any node starts (to mount a filesystem there, say).
+func startPClusterWith(t *testing.T, n, clients int, seed uint64, prepare func(dataDir string)) *pcluster {
+	t.Helper()
 	c := &pcluster{t: t, bin: mustBuild(t), dir: t.TempDir(), n: n}
+	if prepare != nil {
+		for i := 0; i < n; i++ {
+			prepare(filepath.Join(c.dir, fmt.Sprintf("n%d", i+1)))
+		}
+	}
 	addrs := freeAddrs(t, 2*n)
 	for i := 0; i < n; i++ {
 		c.ids = append(c.ids, fmt.Sprintf("n%d", i+1))
