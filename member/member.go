@@ -231,10 +231,7 @@ func (m *Member) APIAddr() string { return m.lis.Addr().String() }
 // a rolling restart) costs the cluster a transfer rather than an election timeout. It waits at
 // most until ctx ends; stopping anyway afterwards is safe.
 func (m *Member) Leave(ctx context.Context) error {
-	if !m.Node.IsLeader() {
-		return nil
-	}
-	if err := m.Node.TransferLeadership(ctx, ""); err != nil {
+	if err := m.Node.HandOver(ctx); err != nil {
 		return fmt.Errorf("hand over leadership before stopping: %w", err)
 	}
 	return nil

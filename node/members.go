@@ -117,8 +117,8 @@ func (n *Node) RemoveServer(ctx context.Context, id string) error {
 // the lease are dropped before the transfer starts, since the target is elected at once, without
 // the followers' stickiness. If the transfer fails and this node still leads, it becomes ready
 // again only through a new barrier, and takes no lease for another election timeout (the target
-// may still have been campaigning). raft bounds the transfer by the election timeout, so the
-// wait does not follow ctx.
+// may still have been campaigning). raft bounds the transfer by the election timeout; the wait
+// also ends with ctx (the transfer's outcome is then unknown).
 func (n *Node) TransferLeadership(ctx context.Context, id string) error {
 	if n.raft.State() != raft.Leader {
 		return ErrNotLeader
@@ -147,7 +147,7 @@ func (n *Node) TransferLeadership(ctx context.Context, id string) error {
 	} else {
 		f = n.raft.LeadershipTransferToServer(raft.ServerID(id), addr)
 	}
-	err := n.wait(context.Background(), f, nil) // bounded by raft (an election timeout), not by ctx
+	err := n.wait(ctx, f, nil)
 	if errors.Is(err, ErrShutdown) {
 		return err
 	}

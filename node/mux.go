@@ -52,6 +52,43 @@ type muxStream struct {
 	closeOnce sync.Once
 	refused   atomic.Uint64 // Raft connections refused for a cluster ID mismatch
 	lastWarn  atomic.Int64  // unix nanos of the last mismatch warning (rate limit)
+
+	// Outgoing Raft connections, closed at once when the node stops (stopDialing): a peer that
+	// hangs would otherwise hold raft's shutdown for a transport timeout per pending RPC.
+	dialMu   sync.Mutex
+	dialed   map[*trackedConn]struct{}
+	stopping bool
+}
+
+// trackedConn is an outgoing Raft connection that leaves the mux's set when closed.
+type trackedConn struct {
+	net.Conn
+	m    *muxStream
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.m.dialMu.Lock()
+		delete(c.m.dialed, c)
+		c.m.dialMu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// stopDialing closes every outgoing Raft connection and refuses new ones: Shutdown calls it
+// first, so RPCs blocked on a hung peer fail at once and raft's shutdown does not wait for them.
+func (m *muxStream) stopDialing() {
+	m.dialMu.Lock()
+	m.stopping = true
+	conns := make([]*trackedConn, 0, len(m.dialed))
+	for c := range m.dialed {
+		conns = append(conns, c)
+	}
+	m.dialMu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
 }
 
 func newMuxStream(inner raft.StreamLayer, clusterID string, probe func(probeRequest) probeResponse, log *slog.Logger) *muxStream {
@@ -159,6 +196,12 @@ func (m *muxStream) Addr() net.Addr { return m.inner.Addr() }
 
 // Dial opens a Raft connection and sends the handshake with our cluster ID.
 func (m *muxStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	m.dialMu.Lock()
+	stopping := m.stopping
+	m.dialMu.Unlock()
+	if stopping {
+		return nil, fmt.Errorf("raft dial %s: %w", addr, ErrShutdown)
+	}
 	c, err := m.inner.Dial(addr, timeout)
 	if err != nil {
 		return nil, err
@@ -171,7 +214,18 @@ func (m *muxStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Co
 		return nil, fmt.Errorf("raft handshake with %s: %w", addr, err)
 	}
 	_ = c.SetWriteDeadline(time.Time{})
-	return c, nil
+	tc := &trackedConn{Conn: c, m: m}
+	m.dialMu.Lock()
+	defer m.dialMu.Unlock()
+	if m.stopping {
+		c.Close()
+		return nil, fmt.Errorf("raft dial %s: %w", addr, ErrShutdown)
+	}
+	if m.dialed == nil {
+		m.dialed = map[*trackedConn]struct{}{}
+	}
+	m.dialed[tc] = struct{}{}
+	return tc, nil
 }
 
 // ask sends one discovery request to addr over the Raft port and returns the answer.

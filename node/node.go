@@ -302,6 +302,9 @@ func (n *Node) Shutdown() error {
 		close(n.shutdownCh)
 		n.ready.Store(0)
 		n.lease.drop()
+		if n.mux != nil {
+			n.mux.stopDialing() // a hung peer must not hold raft's shutdown (see stopDialing)
+		}
 		if n.raft != nil {
 			if e := n.raft.Shutdown().Error(); e != nil {
 				err = fmt.Errorf("raft shutdown: %w", e)
