@@ -23,6 +23,10 @@ const (
 	KindDeleteLimit Kind = 3 // drop a limit and its buckets
 	KindSetMember   Kind = 4 // record (or, with an empty address, forget) a member's API address
 	KindTick        Kind = 5 // advances the clock only (e.g. a new leader's first entry)
+	// KindTakes is take-batch with the current request-ID rule: a recorded outcome that admitted
+	// nothing (denied or refused) binds nothing, and a retry is decided afresh. KindTakeBatch
+	// entries, written by earlier versions, keep every outcome binding.
+	KindTakes Kind = 6
 )
 
 func (k Kind) String() string {
@@ -37,6 +41,8 @@ func (k Kind) String() string {
 		return "set-member"
 	case KindTick:
 		return "tick"
+	case KindTakes:
+		return "takes"
 	}
 	return fmt.Sprintf("kind(%d)", byte(k))
 }
@@ -88,18 +94,23 @@ type MemberAddr struct {
 // is a tick). Stamp is the leader's clock (Unix nanoseconds) when it proposed the entry; it is the
 // only source of time for the state machine.
 type Command struct {
-	Stamp       int64
-	TakeBatch   []Take      // take-batch (a non-nil slice, possibly empty)
-	SetLimit    *LimitSpec  // set-limit
-	DeleteLimit *LimitRef   // delete-limit
-	SetMember   *MemberAddr // set-member
+	Stamp     int64
+	TakeBatch []Take // takes (a non-nil slice, possibly empty)
+	// BindingDenials marks a take batch of the earlier kind (KindTakeBatch), whose every
+	// recorded outcome binds, denials included: kept so old log entries apply as they did.
+	BindingDenials bool
+	SetLimit       *LimitSpec  // set-limit
+	DeleteLimit    *LimitRef   // delete-limit
+	SetMember      *MemberAddr // set-member
 }
 
 // Kind is the command's type tag, from the payload that is set.
 func (c *Command) Kind() Kind {
 	switch {
-	case c.TakeBatch != nil:
+	case c.TakeBatch != nil && c.BindingDenials:
 		return KindTakeBatch
+	case c.TakeBatch != nil:
+		return KindTakes
 	case c.SetLimit != nil:
 		return KindSetLimit
 	case c.DeleteLimit != nil:
@@ -155,7 +166,8 @@ func Decode(b []byte) (Command, error) {
 	r := reader{b: b[2:]}
 	c.Stamp = r.varint()
 	switch kind {
-	case KindTakeBatch:
+	case KindTakeBatch, KindTakes:
+		c.BindingDenials = kind == KindTakeBatch
 		n := r.count(2) // a take is at least 2 bytes: id length and item count (zero items is refused at apply)
 		c.TakeBatch = make([]Take, 0, n)
 		for i := 0; i < n && r.err == nil; i++ {

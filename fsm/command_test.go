@@ -25,6 +25,7 @@ func roundTripCommands() map[string]fsm.Command {
 			{RequestID: strings.Repeat("r", fsm.MaxRequestIDLen), Items: []fsm.Item{{Limit: "", Key: "", Cost: -5}, {Limit: "a", Key: "b", Cost: math.MinInt64}}},
 		}},
 		"take-batch-empty":       {Stamp: 0, TakeBatch: []fsm.Take{}},
+		"take-batch-legacy":      {Stamp: 3, BindingDenials: true, TakeBatch: []fsm.Take{{RequestID: "x", Items: []fsm.Item{{Limit: "l", Key: "k", Cost: 1}}}}},
 		"take-batch-min-stamp":   {Stamp: math.MinInt64, TakeBatch: []fsm.Take{{RequestID: "x", Items: []fsm.Item{{Limit: "l", Key: "k", Cost: 0}}}}},
 		"set-limit":              {Stamp: t0, SetLimit: &fsm.LimitSpec{Name: "api", Rate: 1000, Period: time.Minute, Burst: 5000}},
 		"set-limit-extremes":     {Stamp: -1, SetLimit: &fsm.LimitSpec{Name: "x", Rate: math.MinInt64, Period: math.MaxInt64, Burst: -1}},
@@ -64,7 +65,7 @@ func TestEncodeDecode_RoundTripsEveryKind(t *testing.T) {
 		})
 		seen[cmd.Kind()] = true
 	}
-	for _, k := range []fsm.Kind{fsm.KindTakeBatch, fsm.KindSetLimit, fsm.KindDeleteLimit, fsm.KindSetMember, fsm.KindTick} {
+	for _, k := range []fsm.Kind{fsm.KindTakeBatch, fsm.KindTakes, fsm.KindSetLimit, fsm.KindDeleteLimit, fsm.KindSetMember, fsm.KindTick} {
 		if !seen[k] {
 			t.Errorf("no round-trip case for kind %s", k)
 		}
@@ -173,7 +174,7 @@ func TestEncodeDecode_TakeWithoutItemsRoundTrips(t *testing.T) {
 func TestKind_StringNamesEveryKind(t *testing.T) {
 	for k, want := range map[fsm.Kind]string{
 		fsm.KindTakeBatch: "take-batch", fsm.KindSetLimit: "set-limit", fsm.KindDeleteLimit: "delete-limit",
-		fsm.KindSetMember: "set-member", fsm.KindTick: "tick", fsm.Kind(9): "kind(9)",
+		fsm.KindSetMember: "set-member", fsm.KindTick: "tick", fsm.KindTakes: "takes", fsm.Kind(9): "kind(9)",
 	} {
 		if got := k.String(); got != want {
 			t.Errorf("Kind(%d).String() = %q, want %q", byte(k), got, want)
@@ -190,7 +191,7 @@ func TestEncode_SameBytesAsBeforeTheOneOf(t *testing.T) {
 		cmd fsm.Command
 		hex string
 	}{
-		{fsm.Command{Stamp: 1700000000123456789, TakeBatch: []fsm.Take{{RequestID: "req-1", Items: []fsm.Item{{Limit: "api", Key: "user:42", Cost: 3}}}, {Items: []fsm.Item{{Limit: "g", Key: "*", Cost: 1}, {Limit: "api", Key: "k", Cost: 7}}}}},
+		{fsm.Command{Stamp: 1700000000123456789, BindingDenials: true, TakeBatch: []fsm.Take{{RequestID: "req-1", Items: []fsm.Item{{Limit: "api", Key: "user:42", Cost: 3}}}, {Items: []fsm.Item{{Limit: "g", Key: "*", Cost: 1}, {Limit: "api", Key: "k", Cost: 7}}}}},
 			"0101aab4aed8c7bfce972f02057265712d31010361706907757365723a34320600020167012a0203617069016b0e"},
 		{fsm.Command{Stamp: 5, SetLimit: &fsm.LimitSpec{Name: "api", Rate: 1000, Period: time.Minute, Burst: 5000}}, "01020a03617069d00f80e0ba84bf03904e"},
 		{fsm.Command{Stamp: -7, DeleteLimit: &fsm.LimitRef{Name: "api"}}, "01030d03617069"},

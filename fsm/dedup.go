@@ -21,6 +21,16 @@ func (o *outcome) replay() TakeOutcome {
 	return out
 }
 
+// admitted reports whether the outcome admitted anything (then it binds; see applyTake).
+func (o *outcome) admitted() bool {
+	for _, r := range o.results {
+		if r.Allowed {
+			return true
+		}
+	}
+	return false
+}
+
 // dedupTable is the exactly-once table: request ID -> recorded outcome. Records expire by FSM
 // time (window) and the table never holds more than max records, dropping the oldest first.
 // Both rules depend only on the log, so every replica drops the same records at the same entry.
@@ -28,8 +38,15 @@ type dedupTable struct {
 	window int64
 	max    int
 	byID   map[string]*outcome
-	order  []string // insertion (log) order; a ring would do, but a sliding slice is simpler
-	head   int      // order[head:] are live
+	order  []orderEntry // insertion (log) order; a ring would do, but a sliding slice is simpler
+	head   int          // order[head:] are live, or stale (the ID was recorded again later)
+}
+
+// orderEntry is one recording: a later recording of the same ID (a request decided afresh)
+// leaves this one stale, told apart by its outcome pointer.
+type orderEntry struct {
+	id string
+	o  *outcome
 }
 
 func newDedupTable(window int64, max int) *dedupTable {
@@ -40,19 +57,20 @@ func (d *dedupTable) get(id string) *outcome { return d.byID[id] }
 
 func (d *dedupTable) put(id string, o *outcome) {
 	d.byID[id] = o
-	d.order = append(d.order, id)
+	d.order = append(d.order, orderEntry{id, o})
 }
 
 // expire drops records whose time has passed, and the oldest records beyond max.
 func (d *dedupTable) expire(now int64) {
 	for d.head < len(d.order) {
-		id := d.order[d.head]
-		o := d.byID[id]
-		if o != nil && o.expires > now && len(d.byID) <= d.max {
-			break
+		e := d.order[d.head]
+		if o := d.byID[e.id]; o == e.o { // not stale
+			if o.expires > now && len(d.byID) <= d.max {
+				break
+			}
+			delete(d.byID, e.id)
 		}
-		delete(d.byID, id)
-		d.order[d.head] = ""
+		d.order[d.head] = orderEntry{}
 		d.head++
 	}
 	// Compact once the dead prefix dominates, so the slice does not grow without bound.
@@ -66,9 +84,11 @@ func (d *dedupTable) expire(now int64) {
 
 func (d *dedupTable) len() int { return len(d.byID) }
 
-// each visits live records in log order.
+// each visits live records in log order (of their latest recording).
 func (d *dedupTable) each(fn func(id string, o *outcome)) {
-	for _, id := range d.order[d.head:] {
-		fn(id, d.byID[id])
+	for _, e := range d.order[d.head:] {
+		if d.byID[e.id] == e.o {
+			fn(e.id, e.o)
+		}
 	}
 }

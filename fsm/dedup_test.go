@@ -1,6 +1,7 @@
 package fsm_test
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"testing"
@@ -121,19 +122,20 @@ func TestApply_ReusedRequestIDWithDifferentContentIsRefused(t *testing.T) {
 	}
 }
 
-// TestApply_ErroredRequestIsRecorded: a request refused as a whole is recorded like any other, so
-// a retry gets the same refusal even after the cause went away. This is what the code does
-// today: the answer to a request ID is fixed by its first application, on every replica.
+// TestApply_ErroredRequestIsRecorded: under entries of the earlier kind (KindTakeBatch, still in
+// old logs), a request refused as a whole is recorded like any other, so a retry gets the same
+// refusal even after the cause went away, on every replica. (Current entries decide a request
+// that admitted nothing afresh: TestApply_RequestThatAdmittedNothingIsDecidedAfresh.)
 func TestApply_ErroredRequestIsRecorded(t *testing.T) {
 	run := func(t *testing.T) (first, retry fsm.TakeOutcome, f *fsm.FSM) {
 		f = newFSM(t)
-		first = take(t, f, t0, "req-e", item("ghost", "k", 1))
+		first = takeLegacy(t, f, t0, "req-e", item("ghost", "k", 1))
 		wantErrIs(t, "take on an unknown limit", first.Err, fsm.ErrUnknownLimit)
 		if got := f.Stats().RequestIDs; got != 1 {
 			t.Fatalf("the errored request was not recorded: RequestIDs = %d", got)
 		}
 		mustSetLimit(t, f, at(time.Millisecond), "ghost", 10, time.Second, 0)
-		retry = take(t, f, at(2*time.Millisecond), "req-e", item("ghost", "k", 1))
+		retry = takeLegacy(t, f, at(2*time.Millisecond), "req-e", item("ghost", "k", 1))
 		return first, retry, f
 	}
 	first, retry, f := run(t)
@@ -151,7 +153,7 @@ func TestApply_ErroredRequestIsRecorded(t *testing.T) {
 	}
 	f3 := newFSM(t)
 	mustRestore(t, f3, snapshotBytes(t, f), f.AppliedIndex())
-	again := take(t, f3, at(3*time.Millisecond), "req-e", item("ghost", "k", 1))
+	again := takeLegacy(t, f3, at(3*time.Millisecond), "req-e", item("ghost", "k", 1))
 	checkReplay(t, "retry on a restored replica", again, first)
 
 	// Other refusals are recorded with their sentinel too.
@@ -165,12 +167,12 @@ func TestApply_ErroredRequestIsRecorded(t *testing.T) {
 		"unknown limit": {item("nope", "k", 1), fsm.ErrUnknownLimit},
 	} {
 		id := "req-" + name
-		orig := take(t, f, at(3*time.Millisecond), id, tc.item)
+		orig := takeLegacy(t, f, at(3*time.Millisecond), id, tc.item)
 		wantErrIs(t, name, orig.Err, tc.want)
 		snapF := newFSM(t)
 		mustRestore(t, snapF, snapshotBytes(t, f), f.AppliedIndex())
 		for _, g := range []*fsm.FSM{f, snapF} {
-			checkReplay(t, name+" retried", take(t, g, at(4*time.Millisecond), id, tc.item), orig)
+			checkReplay(t, name+" retried", takeLegacy(t, g, at(4*time.Millisecond), id, tc.item), orig)
 		}
 	}
 }
@@ -289,4 +291,76 @@ func TestApply_RequestIDTableSurvivesManyExpiries(t *testing.T) {
 			t.Fatalf("take %d: replayed=%v, want %v", i, outs[i].Replayed, wantReplayed)
 		}
 	}
+}
+
+// A request that admitted nothing (every item denied, or refused as a whole) binds nothing: a
+// retry is decided afresh and recorded in its place, on every replica and after a snapshot. One
+// that admitted anything binds. So a retry's answer does not depend on whether the first attempt
+// went through the log or was answered from the leader's lease (which records nothing), and a
+// request consumes at most once.
+func TestApply_RequestThatAdmittedNothingIsDecidedAfresh(t *testing.T) {
+	run := func(t *testing.T) *fsm.FSM {
+		f := newFSM(t)
+		mustSetLimit(t, f, t0, "api", 10, time.Second, 1) // one token, back in 100 ms
+		if r := take(t, f, t0, "a", item("api", "k", 1)); !r.Results[0].Allowed {
+			t.Fatalf("first take denied: %+v", r)
+		}
+		denied := take(t, f, t0, "d", item("api", "k", 1))
+		if denied.Results[0].Allowed {
+			t.Fatalf("second take allowed: %+v", denied)
+		}
+		if again := take(t, f, at(time.Millisecond), "d", item("api", "k", 1)); again.Replayed || again.Results[0].Allowed {
+			t.Fatalf("retry before the refill: %+v, want a fresh denial", again)
+		}
+		fresh := take(t, f, at(150*time.Millisecond), "d", item("api", "k", 1))
+		if fresh.Replayed || !fresh.Results[0].Allowed {
+			t.Fatalf("retry after the refill: %+v, want allowed, decided afresh", fresh)
+		}
+		replay := take(t, f, at(150*time.Millisecond), "d", item("api", "k", 1))
+		checkReplay(t, "retry of the admitted retry", replay, fresh)
+		if got := remaining(t, f, "api", "k", at(150*time.Millisecond)); got != 0 {
+			t.Fatalf("%d tokens left at +150ms, want 0: the request consumed more than once", got)
+		}
+		// A refusal binds nothing either: once the limit exists, the retry is decided.
+		if r := take(t, f, at(500*time.Millisecond), "g", item("ghost", "k", 1)); !errors.Is(r.Err, fsm.ErrUnknownLimit) {
+			t.Fatalf("take on an unknown limit: %+v", r)
+		}
+		mustSetLimit(t, f, at(501*time.Millisecond), "ghost", 10, time.Second, 5)
+		if r := take(t, f, at(502*time.Millisecond), "g", item("ghost", "k", 1)); r.Err != nil || r.Replayed || !r.Results[0].Allowed {
+			t.Fatalf("retry once the limit exists: %+v, want allowed", r)
+		}
+		// Anything admitted binds, even when another item was denied.
+		mixed := take(t, f, at(600*time.Millisecond), "m", item("ghost", "k", 1), item("api", "k", 1), item("api", "k", 1))
+		if !mixed.Results[0].Allowed || mixed.Results[2].Allowed {
+			t.Fatalf("mixed request: %+v", mixed)
+		}
+		checkReplay(t, "retry of a partly admitted request", take(t, f, at(2*time.Second), "m", item("ghost", "k", 1), item("api", "k", 1), item("api", "k", 1)), mixed)
+		return f
+	}
+	f := run(t)
+	if got := f.Stats().RequestIDs; got != 4 {
+		t.Fatalf("RequestIDs = %d, want 4 (a request decided afresh replaces its record)", got)
+	}
+	// Deterministic, and the same after a snapshot (the replaced record is not in it).
+	f2 := run(t)
+	if stateHash(t, f) != stateHash(t, f2) {
+		t.Fatal("two replicas disagree")
+	}
+	f3 := newFSM(t)
+	mustRestore(t, f3, snapshotBytes(t, f), f.AppliedIndex())
+	if stateHash(t, f3) != stateHash(t, f) || f3.Stats().RequestIDs != 4 {
+		t.Fatalf("restored replica differs: %d IDs", f3.Stats().RequestIDs)
+	}
+	// Records expire in log order, the replaced ones included.
+	tick(t, f, at(10*time.Minute))
+	if got := f.Stats().RequestIDs; got != 0 {
+		t.Fatalf("RequestIDs = %d after the window, want 0", got)
+	}
+
+	// Entries of the earlier kind keep denials binding.
+	g := newFSM(t)
+	mustSetLimit(t, g, t0, "api", 10, time.Second, 1)
+	takeLegacy(t, g, t0, "a", item("api", "k", 1))
+	denied := takeLegacy(t, g, t0, "d", item("api", "k", 1))
+	checkReplay(t, "legacy retry after the refill", takeLegacy(t, g, at(150*time.Millisecond), "d", item("api", "k", 1)), denied)
 }

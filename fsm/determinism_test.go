@@ -88,6 +88,7 @@ func (g *logGen) next() fsm.Command {
 	switch p := g.pick(100); {
 	case p < 55:
 		cmd.TakeBatch = []fsm.Take{}
+		cmd.BindingDenials = g.pick(4) == 0 // entries of the earlier kind still apply from old logs
 		for n := 1 + g.pick(4); n > 0; n-- {
 			if len(g.recent) > 0 && g.pick(5) == 0 { // a client retry: the same request again
 				cmd.TakeBatch = append(cmd.TakeBatch, g.recent[g.pick(len(g.recent))])

@@ -161,7 +161,7 @@ func (f *FSM) apply(cmd *Command) *Response {
 	case cmd.TakeBatch != nil:
 		resp.Takes = make([]TakeOutcome, len(cmd.TakeBatch))
 		for i := range cmd.TakeBatch {
-			resp.Takes[i] = f.applyTake(&cmd.TakeBatch[i])
+			resp.Takes[i] = f.applyTake(&cmd.TakeBatch[i], cmd.BindingDenials)
 		}
 	case cmd.SetLimit != nil:
 		resp.Limit, resp.Err = f.setLimit(*cmd.SetLimit)
@@ -216,7 +216,13 @@ func (f *FSM) sweep() {
 	f.nextSweep = addClamped(f.clock, int64(f.cfg.SweepInterval)/bucket.ShardCount)
 }
 
-func (f *FSM) applyTake(t *Take) TakeOutcome {
+// applyTake decides one take request, or answers a retry of it from the exactly-once table. An
+// outcome that admitted something binds: its retry gets it again. One that admitted nothing
+// (every item denied, or refused as a whole) binds nothing unless bindingDenials (entries of
+// earlier versions): its retry is decided afresh and recorded in its place, so a request consumes
+// at most once and the answer a retry gets does not depend on whether the first attempt was
+// answered from the log or from the leader's lease (node/local.go records nothing).
+func (f *FSM) applyTake(t *Take, bindingDenials bool) TakeOutcome {
 	f.takes.Add(1)
 	if len(t.RequestID) > MaxRequestIDLen {
 		// Refused before the table: an over-long ID is never recorded (nor could a snapshot
@@ -229,7 +235,9 @@ func (f *FSM) applyTake(t *Take) TakeOutcome {
 			if o.fp != fp {
 				return TakeOutcome{Err: fmt.Errorf("%w: %q", ErrRequestIDReused, t.RequestID)}
 			}
-			return o.replay()
+			if bindingDenials || o.admitted() {
+				return o.replay()
+			}
 		}
 	}
 	results, err := f.decide(t)
@@ -367,24 +375,39 @@ func (f *FSM) Peek(limit, key string, cost int64, now int64) (bucket.Result, err
 	return ls.keyed.Peek(key, now, cost)
 }
 
-// Recorded looks a take's request ID up in the exactly-once table. With the same content it
-// returns the recorded outcome (Replayed set) and recorded true, so a retry can be answered
-// without a log entry. present reports whether the ID is in the table at all: present without
-// recorded means the ID was used for a different request, which only the log may refuse.
-func (f *FSM) Recorded(t Take) (out TakeOutcome, recorded, present bool) {
+// Lookup is what the exactly-once table holds for a take request's ID.
+type Lookup int
+
+// Lookup results.
+const (
+	// NotRecorded: the ID is not in the table (or the request has none).
+	NotRecorded Lookup = iota
+	// Binding: the same request was recorded and admitted something: its outcome is the answer.
+	Binding
+	// NotBinding: the same request was recorded and admitted nothing: it is decided afresh.
+	NotBinding
+	// OtherContent: the ID was recorded for a different request; only the log may refuse it.
+	OtherContent
+)
+
+// Recorded looks a take's request ID up in the exactly-once table. When the outcome binds
+// (Binding) it is returned with Replayed set, so a retry can be answered without a log entry.
+func (f *FSM) Recorded(t Take) (TakeOutcome, Lookup) {
 	if t.RequestID == "" {
-		return TakeOutcome{}, false, false
+		return TakeOutcome{}, NotRecorded
 	}
 	f.mu.RLock()
 	o := f.dedup.get(t.RequestID)
 	f.mu.RUnlock()
-	if o == nil {
-		return TakeOutcome{}, false, false
+	switch {
+	case o == nil:
+		return TakeOutcome{}, NotRecorded
+	case o.fp != t.fingerprint():
+		return TakeOutcome{}, OtherContent
+	case !o.admitted():
+		return TakeOutcome{}, NotBinding
 	}
-	if o.fp != t.fingerprint() {
-		return TakeOutcome{}, false, true
-	}
-	return o.replay(), true, true
+	return o.replay(), Binding
 }
 
 // Limit returns the named limit.

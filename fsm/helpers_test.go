@@ -83,6 +83,14 @@ func takeBatch(t testing.TB, f *fsm.FSM, stamp int64, takes ...fsm.Take) []fsm.T
 	return resp.Takes
 }
 
+// takeLegacy applies a batch of one take as an entry of the earlier kind (KindTakeBatch), under
+// which every recorded outcome binds, and returns its outcome.
+func takeLegacy(t testing.TB, f *fsm.FSM, stamp int64, requestID string, items ...fsm.Item) fsm.TakeOutcome {
+	t.Helper()
+	resp := mustApply(t, f, fsm.Command{Stamp: stamp, BindingDenials: true, TakeBatch: []fsm.Take{{RequestID: requestID, Items: items}}})
+	return resp.Takes[0]
+}
+
 // take applies a batch of one take and returns its outcome.
 func take(t testing.TB, f *fsm.FSM, stamp int64, requestID string, items ...fsm.Item) fsm.TakeOutcome {
 	t.Helper()

@@ -58,7 +58,8 @@ func (p *pendingSet) quiet(t *fsm.Take) bool {
 }
 
 // Take decides a take request; it is the one entry point for takes, and leader only. In order:
-// a retry of a recorded request gets its recorded outcome; under the read lease, a request the
+// a retry of a request whose recorded outcome admitted something gets that outcome (one that
+// admitted nothing binds nothing: fsm.Recorded); under the read lease, a request the
 // log would certainly refuse (fsm.Refusal) or deny is answered from local state; everything else
 // goes through the batcher into one log entry with the other takes queued meanwhile. A refusal of
 // the request as a whole is the error (Results is then empty). When ctx ends first the outcome is
@@ -84,13 +85,14 @@ func (n *Node) Take(ctx context.Context, t fsm.Take) (fsm.TakeOutcome, error) {
 // answering it locally is a read, linearized at the stamp it was evaluated at: later entries
 // carry later stamps. ok is false when the take must go through the log.
 func (n *Node) answerLocally(t fsm.Take) (out fsm.TakeOutcome, ok bool) {
-	rec, recorded, present := n.fsm.Recorded(t)
-	if recorded {
-		return rec, true // the outcome is final once recorded; any member may repeat it
-	}
-	if present || !n.LeaseHeld() {
+	rec, lookup := n.fsm.Recorded(t)
+	switch {
+	case lookup == fsm.Binding:
+		return rec, true // an outcome that admitted something is final; any member may repeat it
+	case lookup == fsm.OtherContent || !n.LeaseHeld():
 		return fsm.TakeOutcome{}, false // a reused ID is refused by the log, not answered here
 	}
+	// Not recorded, or recorded without admitting anything: decided afresh, as the log would.
 	term := n.raft.CurrentTerm()
 	now := n.Stamp() // before the pending check: a take not pending now is stamped after this
 	if !n.pending.quiet(&t) {
