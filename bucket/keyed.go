@@ -23,10 +23,12 @@ const ShardCount = shardCount
 // dropped by Evict (driven by the caller's clock, hence deterministic) or by the optional
 // background sweeper; dropping one changes no answer.
 type Keyed struct {
-	shards [shardCount]shard
+	// shards are allocated on first use, so a store with few keys (or none: a limit nobody has
+	// used yet) costs a few hundred bytes, not 64 padded shards.
+	shards [shardCount]atomic.Pointer[shard]
 	skew   int64
-	limit  atomic.Pointer[Limit] // the newest limit, for Limit(); each shard holds its own copy
-	setMu  sync.Mutex            // serialises SetLimit calls
+	limit  atomic.Pointer[Limit] // the newest limit, for Limit() and new shards; each shard holds its own copy
+	setMu  sync.Mutex            // serialises SetLimit calls and shard creation
 }
 
 // shard holds its buckets in a slab indexed by a map, so a take on an existing key only reads
@@ -99,12 +101,27 @@ func NewKeyed(l Limit, opts ...Option) *Keyed {
 	for _, o := range opts {
 		o(k)
 	}
-	for i := range k.shards {
-		k.shards[i].limit = l
-		k.shards[i].idx = make(map[string]uint32)
-	}
 	k.limit.Store(&l)
 	return k
+}
+
+// shardIndex is the shard a key lives in.
+func shardIndex(key string) int { return int(shardHash(key) & (shardCount - 1)) }
+
+// shardFor returns key's shard, creating it on first use.
+func (k *Keyed) shardFor(key string) *shard {
+	i := shardIndex(key)
+	if s := k.shards[i].Load(); s != nil {
+		return s
+	}
+	k.setMu.Lock() // a shard made now takes the limit SetLimit last stored, never an older one
+	defer k.setMu.Unlock()
+	if s := k.shards[i].Load(); s != nil {
+		return s
+	}
+	s := &shard{limit: *k.limit.Load(), idx: make(map[string]uint32)}
+	k.shards[i].Store(s)
+	return s
 }
 
 // shardHash hashes a key to pick its shard, eight bytes at a time. It is deterministic across
@@ -127,8 +144,6 @@ func shardHash(s string) uint32 {
 	return uint32(h >> 32)
 }
 
-func (k *Keyed) shardOf(key string) *shard { return &k.shards[shardHash(key)&(shardCount-1)] }
-
 // Limit returns the store's current limit.
 func (k *Keyed) Limit() Limit { return *k.limit.Load() }
 
@@ -138,7 +153,7 @@ func (k *Keyed) Skew() time.Duration { return time.Duration(k.skew) }
 // Take consumes cost tokens from key's bucket at time now (nanoseconds), all or nothing.
 // Errors wrap ErrInvalidCost or ErrCostExceedsBurst; nothing is consumed then.
 func (k *Keyed) Take(key string, now, cost int64) (Result, error) {
-	s := k.shardOf(key)
+	s := k.shardFor(key)
 	s.mu.Lock()
 	l := &s.limit
 	if err := l.checkCost(cost); err != nil {
@@ -159,7 +174,12 @@ func (k *Keyed) Take(key string, now, cost int64) (Result, error) {
 
 // Peek reports what a take of cost would decide at now, changing nothing.
 func (k *Keyed) Peek(key string, now, cost int64) (Result, error) {
-	s := k.shardOf(key)
+	s := k.shards[shardIndex(key)].Load()
+	if s == nil { // no bucket: a full one under the current limit
+		l := k.Limit()
+		b := NewBucket(&l, now)
+		return b.Peek(&l, now, cost, time.Duration(k.skew))
+	}
 	s.mu.Lock()
 	l := &s.limit
 	b := NewBucket(l, now)
@@ -179,7 +199,10 @@ func (k *Keyed) SetLimit(l Limit, now int64) {
 	k.setMu.Lock()
 	defer k.setMu.Unlock()
 	for i := range k.shards {
-		s := &k.shards[i]
+		s := k.shards[i].Load()
+		if s == nil {
+			continue
+		}
 		s.mu.Lock()
 		old := s.limit
 		for _, i := range s.idx {
@@ -210,7 +233,10 @@ func (k *Keyed) EvictShard(i int, now int64) int {
 	if i < 0 || i >= shardCount {
 		return 0
 	}
-	s := &k.shards[i]
+	s := k.shards[i].Load()
+	if s == nil {
+		return 0
+	}
 	at := now - k.skew
 	if at > now { // underflow near the start of the int64 range
 		return 0
@@ -233,7 +259,10 @@ func (k *Keyed) EvictShard(i int, now int64) int {
 func (k *Keyed) Len() int {
 	n := 0
 	for i := range k.shards {
-		s := &k.shards[i]
+		s := k.shards[i].Load()
+		if s == nil {
+			continue
+		}
 		s.mu.Lock()
 		n += len(s.idx)
 		s.mu.Unlock()
@@ -243,7 +272,10 @@ func (k *Keyed) Len() int {
 
 // Get returns key's bucket and whether the store holds one.
 func (k *Keyed) Get(key string) (Bucket, bool) {
-	s := k.shardOf(key)
+	s := k.shards[shardIndex(key)].Load()
+	if s == nil {
+		return Bucket{}, false
+	}
 	s.mu.Lock()
 	var b Bucket
 	p := s.get(key)
@@ -256,7 +288,7 @@ func (k *Keyed) Get(key string) (Bucket, bool) {
 
 // Put stores a bucket for key (used to restore a snapshot).
 func (k *Keyed) Put(key string, b Bucket) {
-	s := k.shardOf(key)
+	s := k.shardFor(key)
 	s.mu.Lock()
 	s.put(key, b)
 	s.mu.Unlock()
@@ -266,7 +298,10 @@ func (k *Keyed) Put(key string, b Bucket) {
 // back into the store. Iteration order is unspecified; sort if you need determinism.
 func (k *Keyed) Range(fn func(key string, b Bucket)) {
 	for i := range k.shards {
-		s := &k.shards[i]
+		s := k.shards[i].Load()
+		if s == nil {
+			continue
+		}
 		s.mu.Lock()
 		for key, i := range s.idx {
 			fn(key, s.slab[i])

@@ -112,3 +112,41 @@ func BenchmarkSnapshotRestore1M(b *testing.B) {
 		})
 	}
 }
+
+// limitsMemory creates n limits with no buckets and returns the heap they take per limit.
+func limitsMemory(tb testing.TB, n int) (float64, *fsm.FSM) {
+	tb.Helper()
+	cfg := fsm.DefaultConfig()
+	cfg.MaxLimits = n
+	f, err := fsm.New(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	before := heapInUse()
+	for i := 0; i < n; i++ {
+		mustSetLimit(tb, f, t0, fmt.Sprintf("tenant-%06d", i), 100, time.Second, 0)
+	}
+	after := heapInUse()
+	return (float64(after) - float64(before)) / float64(n), f
+}
+
+// BenchmarkLimitMemory reports the heap a limit with no buckets takes (10,000 limits, the default
+// cap).
+func BenchmarkLimitMemory(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		per, f := limitsMemory(b, 10_000)
+		b.ReportMetric(per, "B/limit")
+		runtime.KeepAlive(f)
+	}
+}
+
+// A limit nobody has used yet costs under 1 KiB (its bucket shards are made on first use): 10,000
+// limits fit in about 10 MiB.
+func TestLimitMemory_UnderOneKiB(t *testing.T) {
+	per, f := limitsMemory(t, 10_000)
+	runtime.KeepAlive(f)
+	t.Logf("%.0f B per limit with no buckets", per)
+	if per > 1024 {
+		t.Fatalf("%.0f B per limit with no buckets, want under 1 KiB", per)
+	}
+}
