@@ -37,9 +37,10 @@ const Never = time.Duration(math.MaxInt64)
 
 // Options configure a Client.
 type Options struct {
-	// RetryFor bounds how long a call keeps retrying (default 30 s). Keep it well under the
-	// cluster's exactly-once window (2 minutes by default): a retry after the window may be
-	// applied again.
+	// RetryFor bounds how long a call keeps retrying (default 30 s). Before it retries, the client
+	// asks the cluster for its exactly-once window (2 minutes, or less while the table is full)
+	// and stops retrying before that ends, whatever RetryFor says: a retry after the window could
+	// be applied again.
 	RetryFor time.Duration
 	// AttemptTimeout bounds one attempt (default 3 s), so a call to a dead or partitioned node
 	// moves on to another.
@@ -65,10 +66,12 @@ type Client struct {
 	opts   Options
 	strict []grpc.DialOption // dial options for non-loopback addresses (see Options.Token)
 
-	mu     sync.Mutex
-	conns  map[string]*grpc.ClientConn
-	leader string // the address that last answered as leader or was named as leader
-	next   int    // round-robin position when no leader is known
+	mu       sync.Mutex
+	window   time.Duration // the cluster's exactly-once window as last reported (0: unknown)
+	windowAt time.Time     // when it was reported
+	conns    map[string]*grpc.ClientConn
+	leader   string // the address that last answered as leader or was named as leader
+	next     int    // round-robin position when no leader is known
 }
 
 // New returns a client for the nodes at addrs (host:port). It does not connect until used.
@@ -186,9 +189,11 @@ func retryable(ctx context.Context, err error) bool {
 // call runs fn against the cluster with leader discovery and retries. fn must be idempotent:
 // takes are, because they carry one request ID across every attempt.
 func (c *Client) call(ctx context.Context, fn func(ctx context.Context, conn *grpc.ClientConn, opts ...grpc.CallOption) error) error {
-	deadline := time.Now().Add(c.opts.RetryFor)
+	start := time.Now()
+	deadline := start.Add(c.opts.RetryFor)
 	backoff := 5 * time.Millisecond
 	var last error
+	windowChecked := false
 	for attempt := 0; ; attempt++ {
 		addr := c.target()
 		conn, err := c.conn(addr)
@@ -210,6 +215,16 @@ func (c *Client) call(ctx context.Context, fn func(ctx context.Context, conn *gr
 		last = err
 		if !retryable(ctx, err) {
 			return err
+		}
+		if !windowChecked { // about to retry: stay inside the cluster's exactly-once window
+			windowChecked = true
+			if w := c.exactlyOnceWindow(ctx); w > 0 {
+				// A retry sent before the limit lands within one attempt, and the first attempt
+				// was recorded no earlier than start.
+				if limit := start.Add(w - c.opts.AttemptTimeout - time.Second); limit.Before(deadline) {
+					deadline = limit
+				}
+			}
 		}
 		if hint := c.translate(trailer.Get(LeaderHeader)); hint != "" && hint != addr {
 			c.setLeader(hint)
@@ -235,6 +250,34 @@ func (c *Client) call(ctx context.Context, fn func(ctx context.Context, conn *gr
 		}
 		backoff = min(2*backoff, 500*time.Millisecond)
 	}
+}
+
+// windowTTL is how long the client trusts the exactly-once window a node reported.
+const windowTTL = 10 * time.Second
+
+// exactlyOnceWindow returns the cluster's exactly-once window as a node reports it (0 when no
+// node answers within a moment), asking at most every windowTTL.
+func (c *Client) exactlyOnceWindow(ctx context.Context) time.Duration {
+	c.mu.Lock()
+	w, at := c.window, c.windowAt
+	c.mu.Unlock()
+	if w > 0 && time.Since(at) < windowTTL {
+		return w
+	}
+	for _, addr := range c.addrs {
+		sctx, cancel := context.WithTimeout(ctx, min(c.opts.AttemptTimeout, 500*time.Millisecond))
+		st, err := c.Status(sctx, addr)
+		cancel()
+		if err != nil || st.GetExactlyOnceWindowNanos() <= 0 {
+			continue
+		}
+		w = time.Duration(st.GetExactlyOnceWindowNanos())
+		c.mu.Lock()
+		c.window, c.windowAt = w, time.Now()
+		c.mu.Unlock()
+		return w
+	}
+	return 0
 }
 
 // CallError is a call that ended without an answer: its retry budget (Options.RetryFor) ran

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -177,5 +178,51 @@ func TestAdmin_RemovalsAndTransfersAfterALostReply(t *testing.T) {
 	_, err = c.TransferLeadership(context.Background(), "")
 	if err == nil || status.Code(err) != codes.Unknown || f.transfers.Load() != 1 {
 		t.Fatalf("transfer that timed out: %v (code %v) after %d attempts; want Unknown after 1 attempt", err, status.Code(err), f.transfers.Load())
+	}
+}
+
+// busyNode refuses every take with Unavailable and reports a short exactly-once window.
+type busyNode struct {
+	limiterpb.UnimplementedRateLimiterServer
+	limiterpb.UnimplementedAdminServer
+	window time.Duration
+}
+
+func (b *busyNode) Take(context.Context, *limiterpb.TakeRequest) (*limiterpb.TakeResponse, error) {
+	return nil, status.Error(codes.Unavailable, "busy")
+}
+
+func (b *busyNode) Status(context.Context, *limiterpb.StatusRequest) (*limiterpb.StatusResponse, error) {
+	return &limiterpb.StatusResponse{ExactlyOnceWindowNanos: int64(b.window)}, nil
+}
+
+// The client stops retrying before the exactly-once window the cluster reports ends, even when
+// RetryFor is longer: a retry after the window could be applied twice.
+func TestCall_RetriesStayInsideTheReportedWindow(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	b := &busyNode{window: 2500 * time.Millisecond}
+	limiterpb.RegisterRateLimiterServer(g, b)
+	limiterpb.RegisterAdminServer(g, b)
+	go g.Serve(lis)
+	t.Cleanup(g.Stop)
+	c, err := New([]string{lis.Addr().String()}, Options{RetryFor: 30 * time.Second, AttemptTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	_, err = c.Take(context.Background(), "l", "k", 1, "id-1")
+	el := time.Since(start)
+	var ce *CallError
+	if !errors.As(err, &ce) || status.Code(err) != codes.Unavailable {
+		t.Fatalf("take on a busy node: %v, want a CallError with the last Unavailable", err)
+	}
+	// window 2.5 s less one attempt (0.2 s) and a second of slack: about 1.3 s, far from 30 s.
+	if el > 2500*time.Millisecond {
+		t.Fatalf("retried for %v with a 2.5 s exactly-once window", el)
 	}
 }

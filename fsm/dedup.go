@@ -84,6 +84,22 @@ func (d *dedupTable) expire(now int64) {
 
 func (d *dedupTable) len() int { return len(d.byID) }
 
+// span is how long, in log time, a request recorded now is sure to stay recorded: the window,
+// or less when the table is at its cap and drops the oldest records before they expire (then:
+// the age of the oldest record).
+func (d *dedupTable) span(now int64) int64 {
+	if len(d.byID) < d.max {
+		return d.window
+	}
+	for _, e := range d.order[d.head:] {
+		if d.byID[e.id] == e.o {
+			recorded := e.o.expires - d.window
+			return max(0, min(d.window, now-recorded))
+		}
+	}
+	return d.window
+}
+
 // each visits live records in log order (of their latest recording).
 func (d *dedupTable) each(fn func(id string, o *outcome)) {
 	for _, e := range d.order[d.head:] {

@@ -364,3 +364,28 @@ func TestApply_RequestThatAdmittedNothingIsDecidedAfresh(t *testing.T) {
 	denied := takeLegacy(t, g, t0, "d", item("api", "k", 1))
 	checkReplay(t, "legacy retry after the refill", takeLegacy(t, g, at(150*time.Millisecond), "d", item("api", "k", 1)), denied)
 }
+
+// The window a retry can count on shrinks while the table is full: it is then the age of the
+// oldest record, which is what clients must stay within.
+func TestStats_DedupSpanShrinksWhenTheTableIsFull(t *testing.T) {
+	cfg := fsm.DefaultConfig()
+	cfg.DedupMax = 3
+	f, err := fsm.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustSetLimit(t, f, t0, "api", 1000, time.Second, 1000)
+	for i, sec := range []int{0, 10, 20} {
+		if f.Stats().DedupSpan != cfg.DedupWindow {
+			t.Fatalf("%d records: span %v, want the whole window", i, f.Stats().DedupSpan)
+		}
+		take(t, f, at(time.Duration(sec)*time.Second), fmt.Sprintf("r%d", i), item("api", "k", 1))
+	}
+	if got := f.Stats().DedupSpan; got != 20*time.Second {
+		t.Fatalf("full table at +20s with its oldest record from +0s: span %v, want 20s", got)
+	}
+	take(t, f, at(30*time.Second), "r3", item("api", "k", 1)) // drops r0
+	if got := f.Stats().DedupSpan; got != 20*time.Second {
+		t.Fatalf("full table at +30s with its oldest record from +10s: span %v, want 20s", got)
+	}
+}

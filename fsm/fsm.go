@@ -468,9 +468,12 @@ func (f *FSM) Halted() error {
 
 // Stats are counters for operators.
 type Stats struct {
-	Limits      int
-	Buckets     int
-	RequestIDs  int // size of the exactly-once table
+	Limits     int
+	Buckets    int
+	RequestIDs int // size of the exactly-once table
+	// DedupSpan is how long a request recorded now is sure to stay in the exactly-once table:
+	// DedupWindow, or less while the table is at DedupMax (retries must arrive within it).
+	DedupSpan   time.Duration
 	ClockResets uint64
 	Takes       uint64
 	Clock       int64
@@ -480,7 +483,7 @@ type Stats struct {
 // Stats returns current counters.
 func (f *FSM) Stats() Stats {
 	f.mu.RLock()
-	s := Stats{Limits: len(f.limits), RequestIDs: f.dedup.len(), Clock: f.clock}
+	s := Stats{Limits: len(f.limits), RequestIDs: f.dedup.len(), Clock: f.clock, DedupSpan: time.Duration(f.dedup.span(f.clock))}
 	for _, ls := range f.limits {
 		s.Buckets += ls.keyed.Len()
 	}

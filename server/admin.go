@@ -233,6 +233,7 @@ func (s *Server) Status(ctx context.Context, req *limiterpb.StatusRequest) (*lim
 		FsmTimeNanos: st.FSM.Clock, RaftAddress: st.RaftAddr, ApiAddress: st.APIAddr,
 		LeaseHeld: st.LeaseHeld, LeaseReads: st.LeaseReads, LocalDenials: st.LocalDenials,
 		LeaderCommitIndex: st.LeaderCommitIndex, NotServing: st.NotServing, LogWriteFailures: st.LogWriteFailures,
+		ExactlyOnceWindowNanos: int64(st.FSM.DedupSpan),
 	}
 	if req.GetIncludeStateHash() {
 		h, err := s.node.FSM().StateHash()

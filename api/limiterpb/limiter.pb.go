@@ -1569,8 +1569,11 @@ type StatusResponse struct {
 	NotServing string `protobuf:"bytes,22,opt,name=not_serving,json=notServing,proto3" json:"not_serving,omitempty"`
 	// Writes of this node's Raft log that failed since it started (a full disk).
 	LogWriteFailures uint64 `protobuf:"varint,23,opt,name=log_write_failures,json=logWriteFailures,proto3" json:"log_write_failures,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// How long a request recorded now is sure to stay in the exactly-once table: the configured
+	// window, or less while the table is full. Clients retry a request for less than this.
+	ExactlyOnceWindowNanos int64 `protobuf:"varint,24,opt,name=exactly_once_window_nanos,json=exactlyOnceWindowNanos,proto3" json:"exactly_once_window_nanos,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -1760,6 +1763,13 @@ func (x *StatusResponse) GetNotServing() string {
 func (x *StatusResponse) GetLogWriteFailures() uint64 {
 	if x != nil {
 		return x.LogWriteFailures
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetExactlyOnceWindowNanos() int64 {
+	if x != nil {
+		return x.ExactlyOnceWindowNanos
 	}
 	return 0
 }
@@ -1995,7 +2005,7 @@ const file_limiter_proto_rawDesc = "" +
 	"\x1aTransferLeadershipResponse\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\"=\n" +
 	"\rStatusRequest\x12,\n" +
-	"\x12include_state_hash\x18\x01 \x01(\bR\x10includeStateHash\"\xb0\x06\n" +
+	"\x12include_state_hash\x18\x01 \x01(\bR\x10includeStateHash\"\xeb\x06\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x12\n" +
@@ -2027,7 +2037,8 @@ const file_limiter_proto_rawDesc = "" +
 	"\x13leader_commit_index\x18\x15 \x01(\x04R\x11leaderCommitIndex\x12\x1f\n" +
 	"\vnot_serving\x18\x16 \x01(\tR\n" +
 	"notServing\x12,\n" +
-	"\x12log_write_failures\x18\x17 \x01(\x04R\x10logWriteFailures\"\x15\n" +
+	"\x12log_write_failures\x18\x17 \x01(\x04R\x10logWriteFailures\x129\n" +
+	"\x19exactly_once_window_nanos\x18\x18 \x01(\x03R\x16exactlyOnceWindowNanos\"\x15\n" +
 	"\x13SaveSnapshotRequest\"#\n" +
 	"\rSnapshotChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\"a\n" +

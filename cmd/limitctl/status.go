@@ -101,6 +101,10 @@ type nodeStatus struct {
 	RequestIDs       int64   `json:"request_ids"`
 	RaftAddress      string  `json:"raft_address"`
 	APIAddress       string  `json:"api_address"`
+	NotServing       string  `json:"not_serving,omitempty"` // why the node is not SERVING
+	// ExactlyOnceWindow is how long a request recorded now stays recorded (retries must land
+	// within it): the configured window, or less while the table is full.
+	ExactlyOnceWindow string `json:"exactly_once_window,omitempty"`
 }
 
 // statusReport is the answer of `status`.
@@ -147,7 +151,10 @@ func buildStatusReport(addrs []string, resps []*limiterpb.StatusResponse, errs [
 			LeaderID: r.GetLeaderId(), LeaderAPIAddress: r.GetLeaderApiAddress(),
 			CommitIndex: r.GetCommitIndex(), AppliedIndex: r.GetAppliedIndex(), LastLogIndex: r.GetLastLogIndex(),
 			Limits: r.GetLimits(), Buckets: r.GetBuckets(), RequestIDs: r.GetRequestIds(),
-			RaftAddress: r.GetRaftAddress(), APIAddress: r.GetApiAddress(),
+			RaftAddress: r.GetRaftAddress(), APIAddress: r.GetApiAddress(), NotServing: r.GetNotServing(),
+		}
+		if w := r.GetExactlyOnceWindowNanos(); w > 0 {
+			n.ExactlyOnceWindow = time.Duration(w).String()
 		}
 		if leader != nil {
 			var lag uint64
@@ -188,6 +195,22 @@ func writeStatusText(w io.Writer, rep statusReport) error {
 	}
 	if len(failures) > 0 {
 		fmt.Fprintf(w, "\nunreachable:\n  %s\n", strings.Join(failures, "\n  "))
+	}
+	var notServing []string
+	window := ""
+	for _, n := range rep.Nodes {
+		if n.Reachable && n.NotServing != "" {
+			notServing = append(notServing, n.NodeID+": "+n.NotServing)
+		}
+		if n.Reachable && n.State == "Leader" && n.ExactlyOnceWindow != "" {
+			window = n.ExactlyOnceWindow
+		}
+	}
+	if len(notServing) > 0 {
+		fmt.Fprintf(w, "\nnot serving:\n  %s\n", strings.Join(notServing, "\n  "))
+	}
+	if window != "" {
+		fmt.Fprintf(w, "\nexactly-once window: %s (retries of a request must arrive within it)\n", window)
 	}
 	if !rep.answered() {
 		return nil
