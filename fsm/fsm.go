@@ -231,18 +231,20 @@ func (f *FSM) applyTake(t *Take, bindingDenials bool) TakeOutcome {
 	}
 	fp := t.fingerprint()
 	if t.RequestID != "" {
-		if o := f.dedup.get(t.RequestID); o != nil {
-			if o.fp != fp {
+		if r, ok := f.dedup.get(t.RequestID); ok {
+			if r.fp != fp {
 				return TakeOutcome{Err: fmt.Errorf("%w: %q", ErrRequestIDReused, t.RequestID)}
 			}
-			if bindingDenials || o.admitted() {
-				return o.replay()
+			// A denial of the earlier kind binds too, when its outcome was kept (one recorded by
+			// a current entry was not: it is decided afresh, the same on every replica).
+			if r.admitted || (bindingDenials && r.kept) {
+				return r.replay()
 			}
 		}
 	}
 	results, err := f.decide(t)
 	if t.RequestID != "" {
-		f.dedup.put(t.RequestID, &outcome{fp: fp, expires: addClamped(f.clock, f.dedup.window), results: results, err: record(err)})
+		f.dedup.put(t.RequestID, fp, addClamped(f.clock, f.dedup.window), &outcome{results: results, err: record(err)}, bindingDenials)
 	}
 	return TakeOutcome{Results: results, Err: err}
 }
@@ -397,17 +399,17 @@ func (f *FSM) Recorded(t Take) (TakeOutcome, Lookup) {
 		return TakeOutcome{}, NotRecorded
 	}
 	f.mu.RLock()
-	o := f.dedup.get(t.RequestID)
+	r, ok := f.dedup.get(t.RequestID)
 	f.mu.RUnlock()
 	switch {
-	case o == nil:
+	case !ok:
 		return TakeOutcome{}, NotRecorded
-	case o.fp != t.fingerprint():
+	case r.fp != t.fingerprint():
 		return TakeOutcome{}, OtherContent
-	case !o.admitted():
+	case !r.admitted:
 		return TakeOutcome{}, NotBinding
 	}
-	return o.replay(), Binding
+	return r.replay(), Binding
 }
 
 // Limit returns the named limit.

@@ -17,7 +17,9 @@ import (
 // snapshotMagic starts every snapshot; the byte after it is the snapshot format version.
 const snapshotMagic = "LIMITFSM"
 
-const snapshotVersion byte = 1
+// snapshotVersion is the format Persist writes. Version 2 keeps the exactly-once table as the
+// table does (request ID digests, packed outcomes); Restore reads version 1 too.
+const snapshotVersion byte = 2
 
 // Snapshot is a point-in-time copy of the state, taken quickly (under the apply lock) and written
 // out later by Persist while Apply goes on.
@@ -45,8 +47,8 @@ type limitCopy struct {
 }
 
 type dedupCopy struct {
-	id string
-	o  *outcome // outcomes are never mutated after they are recorded, so sharing is safe
+	e    dedupEntry
+	full *outcome // outcomes are never mutated after they are recorded, so sharing is safe
 }
 
 // Snapshot copies the state. Buckets that are full at the log clock are left out: they equal
@@ -69,7 +71,11 @@ func (f *FSM) Snapshot() *Snapshot {
 		})
 		s.limits = append(s.limits, lc)
 	}
-	f.dedup.each(func(id string, o *outcome) { s.dedup = append(s.dedup, dedupCopy{id, o}) })
+	s.dedup = make([]dedupCopy, 0, f.dedup.len())
+	f.dedup.each(func(_ idKey, e *dedupEntry, full *outcome) bool {
+		s.dedup = append(s.dedup, dedupCopy{*e, full})
+		return true
+	})
 	return s
 }
 
@@ -110,26 +116,15 @@ func (s *Snapshot) Persist(w io.Writer) error {
 	}
 	e.uvarint(uint64(len(s.dedup)))
 	for _, d := range s.dedup {
-		e.str(d.id)
-		e.uvarint(d.o.fp)
-		e.varint(d.o.expires)
-		if d.o.err != nil {
-			e.raw([]byte{byte(d.o.err.code)})
-			e.str(d.o.err.msg)
-		} else {
-			e.raw([]byte{byte(codeNone)})
-		}
-		e.uvarint(uint64(len(d.o.results)))
-		for _, r := range d.o.results {
-			allowed := byte(0)
-			if r.Allowed {
-				allowed = 1
-			}
-			e.raw([]byte{allowed})
-			e.varint(r.Remaining)
-			e.varint(r.Limit)
-			e.varint(int64(r.RetryAfter))
-			e.varint(int64(r.ResetAfter))
+		e.raw(d.e.key[:])
+		e.uvarint(d.e.fp)
+		e.varint(d.e.expires)
+		e.raw([]byte{d.e.tag()})
+		switch d.e.tag() {
+		case tagPacked:
+			e.raw(d.e.packed[1:])
+		case tagFull:
+			writeOutcome(&e, d.full)
 		}
 	}
 	if e.err != nil {
@@ -142,6 +137,43 @@ func (s *Snapshot) Persist(w io.Writer) error {
 		return fmt.Errorf("flush snapshot: %w", err)
 	}
 	return nil
+}
+
+// writeOutcome encodes a full outcome: its error (code and message) and its decisions.
+func writeOutcome(e *encoder, o *outcome) {
+	if o.err != nil {
+		e.raw([]byte{byte(o.err.code)})
+		e.str(o.err.msg)
+	} else {
+		e.raw([]byte{byte(codeNone)})
+	}
+	e.uvarint(uint64(len(o.results)))
+	for _, r := range o.results {
+		allowed := byte(0)
+		if r.Allowed {
+			allowed = 1
+		}
+		e.raw([]byte{allowed})
+		e.varint(r.Remaining)
+		e.varint(r.Limit)
+		e.varint(int64(r.RetryAfter))
+		e.varint(int64(r.ResetAfter))
+	}
+}
+
+// readOutcome decodes what writeOutcome wrote.
+func readOutcome(d *decoder) *outcome {
+	o := &outcome{}
+	if code := errCode(d.byte()); code != codeNone {
+		o.err = &recordedError{code: code, msg: d.str()}
+	}
+	for m := d.uvarint(); m > 0 && d.err == nil; m-- {
+		o.results = append(o.results, bucket.Result{
+			Allowed: d.byte() == 1, Remaining: d.varint(), Limit: d.varint(),
+			RetryAfter: time.Duration(d.varint()), ResetAfter: time.Duration(d.varint()),
+		})
+	}
+	return o
 }
 
 // StateHash is the SHA-256 of the snapshot encoding: equal on replicas with equal state.
@@ -167,8 +199,9 @@ func (f *FSM) Restore(r io.Reader, index uint64) error {
 	if d.err == nil && string(magic) != snapshotMagic {
 		return fmt.Errorf("%w: not a limiter snapshot (bad magic)", ErrCorruptSnapshot)
 	}
-	if v := d.byte(); d.err == nil && v != snapshotVersion {
-		return fmt.Errorf("%w: snapshot format version %d, this binary reads %d", ErrCorruptSnapshot, v, snapshotVersion)
+	version := d.byte()
+	if d.err == nil && version != 1 && version != snapshotVersion {
+		return fmt.Errorf("%w: snapshot format version %d, this binary reads 1 and %d", ErrCorruptSnapshot, version, snapshotVersion)
 	}
 	clock := d.varint()
 	cursor := d.uvarint()
@@ -222,21 +255,44 @@ func (f *FSM) Restore(r io.Reader, index uint64) error {
 	}
 	dedup := newDedupTable(int64(f.cfg.DedupWindow), f.cfg.DedupMax)
 	for n := d.uvarint(); n > 0 && d.err == nil; n-- {
-		id := d.str()
-		o := &outcome{fp: d.uvarint(), expires: d.varint()}
-		if code := errCode(d.byte()); code != codeNone {
-			o.err = &recordedError{code: code, msg: d.str()}
+		var e dedupEntry
+		var full *outcome
+		var id string
+		if version == 1 { // the request ID itself, and every outcome in full (all of them bound)
+			id = d.str()
+			e.key, e.fp, e.expires = keyOf(id), d.uvarint(), d.varint()
+			full = readOutcome(&d)
+			if d.err == nil && !(full.err == nil && len(full.results) == 1 && e.pack(full.results[0])) {
+				e.packed[0] = tagFull
+			} else {
+				full = nil
+			}
+		} else {
+			copy(e.key[:], d.bytes(len(e.key)))
+			e.fp, e.expires = d.uvarint(), d.varint()
+			switch tag := d.byte(); tag {
+			case tagNone:
+			case tagPacked:
+				e.packed[0] = tagPacked
+				copy(e.packed[1:], d.bytes(len(e.packed)-1))
+				if d.err == nil && !validPacked(e.packed) {
+					d.fail("request record with a malformed decision")
+				}
+			case tagFull:
+				e.packed[0] = tagFull
+				full = readOutcome(&d)
+			default:
+				d.fail("request record tag %d", tag)
+			}
 		}
-		for m := d.uvarint(); m > 0 && d.err == nil; m-- {
-			o.results = append(o.results, bucket.Result{
-				Allowed: d.byte() == 1, Remaining: d.varint(), Limit: d.varint(),
-				RetryAfter: time.Duration(d.varint()), ResetAfter: time.Duration(d.varint()),
-			})
+		if d.err != nil {
+			break
 		}
-		if d.err == nil && dedup.get(id) != nil {
-			d.fail("request ID %q repeated", id)
+		if slot, _ := dedup.find(e.key); slot >= 0 {
+			d.fail("request ID %q (digest %x) repeated", id, e.key)
+			break
 		}
-		dedup.put(id, o)
+		dedup.insert(e, full)
 	}
 	if d.err != nil {
 		return fmt.Errorf("%w: %w", ErrCorruptSnapshot, d.err)

@@ -100,7 +100,7 @@ func (s *snapBody) header(version byte) *snapBody {
 
 // validBody returns a valid body of a state with one limit and one bucket, changed by mod.
 func validBody(mod func(*snapBody) *snapBody) []byte {
-	s := (&snapBody{}).header(1)
+	s := (&snapBody{}).header(2)
 	s.u(0)                                                    // members
 	s.u(1).str("api").v(10).v(int64(time.Second)).v(10)       // one limit
 	s.u(1).str("k").u(5 * uint64(100*time.Millisecond)).v(t0) // one bucket holding 5 tokens
@@ -129,7 +129,7 @@ func TestSnapshot_RestoreOfMalformedSnapshotsFails(t *testing.T) {
 		"bad magic":              withChecksum(append([]byte("LIMITFSN"), validBody(nil)[8:]...)),
 		"other file":             []byte("{\"clock\": 1}\n" + string(bytes.Repeat([]byte{0}, 64))),
 		"version 0":              withChecksum(append(header(0).b, validBody(nil)[len(header(1).b):]...)),
-		"version 2":              withChecksum(append(header(2).b, validBody(nil)[len(header(1).b):]...)),
+		"version 3":              withChecksum(append(header(3).b, validBody(nil)[len(header(1).b):]...)),
 		"version 255":            withChecksum(append(header(255).b, validBody(nil)[len(header(1).b):]...)),
 		"no checksum":            validBody(nil),
 		"short checksum":         good[:len(good)-1],
@@ -152,12 +152,28 @@ func TestSnapshot_RestoreOfMalformedSnapshotsFails(t *testing.T) {
 		})),
 		"request ID count beyond data": withChecksum(validBody(func(s *snapBody) *snapBody {
 			s.b = s.b[:len(s.b)-1]
-			return s.u(3).str("r").u(7).v(t0).raw(0).u(0)
+			return s.u(3).raw(make([]byte, 16)...).u(7).v(t0).raw(0)
 		})),
 		"result count beyond data": withChecksum(validBody(func(s *snapBody) *snapBody {
 			s.b = s.b[:len(s.b)-1]
-			return s.u(1).str("r").u(7).v(t0).raw(0).u(1 << 50)
+			return s.u(1).raw(make([]byte, 16)...).u(7).v(t0).raw(2).raw(0).u(1 << 50)
 		})),
+		"request record tag 9": withChecksum(validBody(func(s *snapBody) *snapBody {
+			s.b = s.b[:len(s.b)-1]
+			return s.u(1).raw(make([]byte, 16)...).u(7).v(t0).raw(9)
+		})),
+		"malformed packed decision": withChecksum(validBody(func(s *snapBody) *snapBody {
+			s.b = s.b[:len(s.b)-1]
+			return s.u(1).raw(make([]byte, 16)...).u(7).v(t0).raw(1).raw(bytes.Repeat([]byte{0xff}, 15)...)
+		})),
+		"repeated request ID": withChecksum(validBody(func(s *snapBody) *snapBody {
+			s.b = s.b[:len(s.b)-1]
+			return s.u(2).raw(make([]byte, 16)...).u(7).v(t0).raw(0).raw(make([]byte, 16)...).u(7).v(t0).raw(0)
+		})),
+		"v1 result count beyond data": withChecksum(append(header(1).b, validBody(func(s *snapBody) *snapBody {
+			s.b = s.b[:len(s.b)-1]
+			return s.u(1).str("r").u(7).v(t0).raw(0).u(1 << 50)
+		})[len(header(2).b):]...)),
 		"varint overflow": withChecksum(append(header(1).b[:len(header(1).b)-1], bytes.Repeat([]byte{0xff}, 11)...)),
 	}
 	for name, b := range cases {
@@ -225,5 +241,27 @@ func TestSnapshot_PersistIsCanonical(t *testing.T) {
 	}
 	if !bytes.Equal(snapshotBytes(t, b), snapshotBytes(t, c)) || stateHash(t, b) != stateHash(t, c) {
 		t.Fatalf("the same state reached in another order persists differently")
+	}
+}
+
+// Snapshots of format version 1 (request IDs in full) still restore: a recorded admitted take
+// is replayed, and the same request ID with other content is refused.
+func TestSnapshot_Version1Restores(t *testing.T) {
+	body := (&snapBody{}).header(1)
+	body.u(0)
+	body.u(1).str("api").v(10).v(int64(time.Second)).v(10)
+	body.u(1).str("k").u(5 * uint64(100*time.Millisecond)).v(t0)
+	req := fsm.Take{RequestID: "req-v1", Items: []fsm.Item{item("api", "k", 5)}}
+	fp := fsm.Fingerprint(req)
+	body.u(1).str("req-v1").u(fp).v(t0 + int64(time.Minute)).raw(0).u(1).
+		raw(1).v(5).v(10).v(0).v(int64(500 * time.Millisecond))
+	f := newFSM(t)
+	mustRestore(t, f, withChecksum(body.b), 1)
+	out := take(t, f, t0, "req-v1", item("api", "k", 5))
+	if !out.Replayed || !out.Results[0].Allowed || out.Results[0].Remaining != 5 {
+		t.Fatalf("retry recorded in a version-1 snapshot: %+v", out)
+	}
+	if r := take(t, f, t0, "req-v1", item("api", "k", 1)); !errors.Is(r.Err, fsm.ErrRequestIDReused) {
+		t.Fatalf("reuse with other content: %+v", r)
 	}
 }
