@@ -7,7 +7,9 @@
 package fsm
 
 import (
+	"encoding/binary"
 	"fmt"
+	"hash/fnv"
 	"math"
 	"sort"
 	"sync"
@@ -38,10 +40,27 @@ func DefaultConfig() Config {
 	return Config{
 		Skew:          bucket.DefaultSkew,
 		DedupWindow:   2 * time.Minute,
-		DedupMax:      2_000_000,
+		DedupMax:      DedupMaxFor(512 << 20), // 8,388,608: 2 minutes at 69,000 takes/s
 		SweepInterval: 10 * time.Second,
 		MaxLimits:     10_000,
 	}
+}
+
+// DedupRecordBytes is the memory budget per recorded request ID that DedupMaxFor assumes: a
+// one-item take's record costs about 60 bytes (BENCHMARKS.md).
+const DedupRecordBytes = 64
+
+// DedupMaxFor is the exactly-once table's cap for a memory budget in bytes.
+func DedupMaxFor(budget int64) int { return int(max(1, budget/DedupRecordBytes)) }
+
+// Fingerprint identifies the parameters, so members can refuse a peer whose state machine would
+// diverge from theirs (every member must use the same Config).
+func (c Config) Fingerprint() uint64 {
+	h := fnv.New64a()
+	for _, v := range []int64{int64(c.Skew), int64(c.DedupWindow), int64(c.DedupMax), int64(c.SweepInterval), int64(c.MaxLimits)} {
+		_ = binary.Write(h, binary.LittleEndian, v)
+	}
+	return h.Sum64()
 }
 
 // Validate checks the constraints between fields.

@@ -53,6 +53,7 @@ type probeResponse struct {
 	ClusterID   string `json:"cluster_id,omitempty"`
 	Nonce       string `json:"nonce,omitempty"`
 	Bootstrap   string `json:"bootstrap,omitempty"` // the bootstrap list, canonical
+	FSM         uint64 `json:"fsm"`                 // fsm.Config.Fingerprint: every member needs the same
 	HasState    bool   `json:"has_state"`
 	Term        uint64 `json:"term"`
 	LastIndex   uint64 `json:"last_index"`
@@ -113,7 +114,7 @@ func (n *Node) answerProbe(req probeRequest) probeResponse {
 	n.metaMu.Unlock()
 	has, term, last := n.localState()
 	resp := probeResponse{Name: meta.ID, RaftID: meta.RaftID, ClusterID: meta.ClusterID, Nonce: meta.Nonce,
-		Bootstrap: canonicalPeers(n.cfg.Bootstrap), HasState: has, Term: term, LastIndex: last}
+		Bootstrap: canonicalPeers(n.cfg.Bootstrap), FSM: n.mux.fsmPrint, HasState: has, Term: term, LastIndex: last}
 	if n.started.Load() {
 		resp.RaftRunning = true
 		addr, id := n.raft.LeaderWithID()
@@ -169,6 +170,11 @@ func (n *Node) discover(ctx context.Context) (discovery, error) {
 	lastReport := time.Now()
 	for {
 		answers, missing := n.askPeers()
+		for id, a := range answers {
+			if a.FSM != n.mux.fsmPrint {
+				return discovery{}, fmt.Errorf("%s runs with other state machine parameters than this node: every member needs the same --dedup-memory", id)
+			}
+		}
 		var withState []probeResponse
 		for _, a := range answers {
 			if a.beyondBootstrap() {

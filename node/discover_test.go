@@ -258,3 +258,34 @@ func TestStallClock_MeasuresHowLongEntriesWaitToCommit(t *testing.T) {
 		t.Fatalf("waiting again: %v, want 1s", d)
 	}
 }
+
+// Members whose state machines would apply the log differently (another exactly-once cap) refuse
+// to form a cluster together, and refuse each other's Raft connections.
+func TestDiscover_OtherStateMachineParametersAreRefused(t *testing.T) {
+	cfgs := groupConfigs(t, "n1", "n2")
+	cfgs[1].FSM.DedupMax = 1000
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, b := startAsync(t, ctx, cfgs[0]), startAsync(t, ctx, cfgs[1])
+	// The first to see the other's answer refuses; the other then waits for a peer that left.
+	var s started
+	select {
+	case s = <-a:
+	case s = <-b:
+	case <-time.After(15 * time.Second):
+		t.Fatal("start with other state machine parameters than a peer did not return")
+	}
+	if s.err == nil || !strings.Contains(s.err.Error(), "state machine parameters") {
+		t.Fatalf("start with other state machine parameters than a peer: %v", s.err)
+	}
+	// And on the Raft port: a vote request from a node with other parameters never reaches raft.
+	x := mustStartSingle(t, testConfig(t, "x1", t.TempDir()))
+	ycfg := testConfig(t, "y1", t.TempDir())
+	ycfg.FSM.DedupMax = 1000
+	y := mustStartSingle(t, ycfg)
+	y.mux.setClusterID(x.ClusterID()) // same cluster, other parameters
+	req := &raft.RequestVoteRequest{RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("y1"), Addr: []byte(y.RaftAddr())}, Term: 1000}
+	if err := y.trans.RequestVote("x1", raft.ServerAddress(x.RaftAddr()), req, &raft.RequestVoteResponse{}); err == nil {
+		t.Fatal("a vote request from a node with other state machine parameters was answered")
+	}
+}

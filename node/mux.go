@@ -2,6 +2,7 @@ package node
 
 import (
 	"bufio"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,11 +18,13 @@ import (
 
 // The Raft port carries two protocols, told apart by a connection's first byte:
 //
-//   - 'R' + one length byte + the dialer's cluster ID, then raft's own protocol. A member whose
-//     cluster ID differs from ours (a node of another cluster, or a restored disk of one) is
-//     refused: a stray node at a reused address must never vote in or append to our history.
-//     An empty ID on either side (a node that has not learnt it yet, or a data dir from before
-//     cluster IDs) is accepted.
+//   - 'R' + one length byte + the dialer's cluster ID + 8 bytes of its state machine's parameters
+//     (fsm.Config.Fingerprint), then raft's own protocol. A member whose cluster ID differs from
+//     ours (a node of another cluster, or a restored disk of one) is refused: a stray node at a
+//     reused address must never vote in or append to our history. An empty ID on either side (a
+//     node that has not learnt it yet, or a data dir from before cluster IDs) is accepted. A
+//     member with other state machine parameters (a different --dedup-memory) is refused too: it
+//     would apply the same log to a different state.
 //   - 'P' + one JSON request line, answered with one JSON line: discovery (is there state here,
 //     which cluster, who leads) and the rejoin of a member that lost its volume (discover.go).
 //
@@ -45,6 +48,7 @@ type muxStream struct {
 	inner     raft.StreamLayer
 	clusterID atomic.Pointer[string]
 	raftOn    atomic.Bool
+	fsmPrint  uint64 // fsm.Config.Fingerprint of this node
 	probe     func(probeRequest) probeResponse
 	log       *slog.Logger
 	conns     chan net.Conn
@@ -91,8 +95,8 @@ func (m *muxStream) stopDialing() {
 	}
 }
 
-func newMuxStream(inner raft.StreamLayer, clusterID string, probe func(probeRequest) probeResponse, log *slog.Logger) *muxStream {
-	m := &muxStream{inner: inner, probe: probe, log: log, conns: make(chan net.Conn), closed: make(chan struct{})}
+func newMuxStream(inner raft.StreamLayer, clusterID string, fsmPrint uint64, probe func(probeRequest) probeResponse, log *slog.Logger) *muxStream {
+	m := &muxStream{inner: inner, fsmPrint: fsmPrint, probe: probe, log: log, conns: make(chan net.Conn), closed: make(chan struct{})}
 	m.setClusterID(clusterID)
 	go m.acceptLoop()
 	return m
@@ -141,15 +145,25 @@ func (m *muxStream) serve(c net.Conn) {
 	case b == muxRaft:
 		_, _ = br.ReadByte()
 		theirs, err := readShortString(br)
+		var print [8]byte
+		if err == nil {
+			_, err = io.ReadFull(br, print[:])
+		}
 		if err != nil {
 			c.Close()
 			return
 		}
+		why := ""
 		if ours := m.ClusterID(); ours != "" && theirs != "" && ours != theirs {
+			why = fmt.Sprintf("it belongs to cluster %s, this node to %s", theirs, ours)
+		} else if p := binary.LittleEndian.Uint64(print[:]); p != m.fsmPrint {
+			why = "its state machine parameters differ from this node's (every member needs the same --dedup-memory)"
+		}
+		if why != "" {
 			m.refused.Add(1)
 			if now := time.Now().UnixNano(); now-m.lastWarn.Load() > int64(10*time.Second) {
 				m.lastWarn.Store(now)
-				m.log.Warn("refused a Raft connection from another cluster", "remote", c.RemoteAddr().String(), "their_cluster", theirs, "our_cluster", ours)
+				m.log.Error("refused a Raft connection", "remote", c.RemoteAddr().String(), "why", why)
 			}
 			c.Close()
 			return
@@ -208,6 +222,7 @@ func (m *muxStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Co
 	}
 	id := m.ClusterID()
 	hello := append([]byte{muxRaft, byte(len(id))}, id...)
+	hello = binary.LittleEndian.AppendUint64(hello, m.fsmPrint)
 	_ = c.SetWriteDeadline(time.Now().Add(timeout))
 	if _, err := c.Write(hello); err != nil {
 		c.Close()

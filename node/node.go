@@ -156,7 +156,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		}
 	}
 	// The Raft port answers discovery from here on; Raft connections wait for raft to run.
-	n.mux = newMuxStream(stream, meta.ClusterID, n.answerProbe, n.log)
+	n.mux = newMuxStream(stream, meta.ClusterID, cfg.FSM.Fingerprint(), n.answerProbe, n.log)
 	tc := &raft.NetworkTransportConfig{Stream: n.mux, MaxPool: 3, Timeout: 10 * time.Second, Logger: hl}
 	// raft also asks for this node's own ID (EncodePeer on every heartbeat): answer it with the
 	// advertised address so that is not a warning per heartbeat. Peers are found by Raft ID or,

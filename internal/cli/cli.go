@@ -68,3 +68,24 @@ func ReadToken(path string) (string, error) {
 	}
 	return ParseToken(b), nil
 }
+
+// ParseSize reads a byte size: a number with an optional unit, B, KiB, MiB, GiB (or K, M, G,
+// also powers of 1024), e.g. 512MiB.
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}} {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
+			break
+		}
+	}
+	var n int64
+	if _, err := fmt.Sscanf(t, "%d", &n); err != nil || n <= 0 || fmt.Sprint(n) != t || n > (1<<62)/mult {
+		return 0, fmt.Errorf("size %q: want a positive number with an optional unit (KiB, MiB, GiB), e.g. 512MiB", s)
+	}
+	return n * mult, nil
+}

@@ -54,3 +54,16 @@ func TestSplitList_TrimsAndDropsBlanks(t *testing.T) {
 		t.Fatalf("SplitList = %q", got)
 	}
 }
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"512MiB": 512 << 20, "1GiB": 1 << 30, "64K": 64 << 10, "1000": 1000, " 2 G ": 2 << 30, "7B": 7} {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "MiB", "-1MiB", "0", "1.5GiB", "12 apples", "99999999999999GiB"} {
+		if _, err := ParseSize(bad); err == nil {
+			t.Errorf("ParseSize(%q) accepted", bad)
+		}
+	}
+}
