@@ -150,3 +150,21 @@ func TestLimitMemory_UnderOneKiB(t *testing.T) {
 		t.Fatalf("%.0f B per limit with no buckets, want under 1 KiB", per)
 	}
 }
+
+// A recorded request ID of a one-item take costs at most 64 bytes (about 60 measured), so the
+// table's cap can be derived from a memory budget (DedupMaxFor).
+func TestDedupMemory_UnderTarget(t *testing.T) {
+	const n = 200_000
+	h0 := heapInUse()
+	f := fillFSM(t, n, 20_000, true) // buckets and request IDs
+	h1 := heapInUse()
+	g := fillFSM(t, n, 20_000, false) // the same buckets alone
+	h2 := heapInUse()
+	runtime.KeepAlive(f)
+	runtime.KeepAlive(g)
+	perID := (float64(h1-h0) - float64(h2-h1)) / n
+	t.Logf("%.1f B per recorded request ID", perID)
+	if perID > fsm.DedupRecordBytes {
+		t.Fatalf("%.1f B per recorded request ID, want at most %d", perID, fsm.DedupRecordBytes)
+	}
+}

@@ -289,3 +289,38 @@ func TestDiscover_OtherStateMachineParametersAreRefused(t *testing.T) {
 		t.Fatal("a vote request from a node with other state machine parameters was answered")
 	}
 }
+
+// Health compares the applied index with the leader's commit index as last heard, not the node's
+// own (which freezes with its log): a follower far behind is not serving, and says why.
+func TestHealth_BehindTheLeadersCommitIndexIsNotServing(t *testing.T) {
+	cfgs := groupConfigs(t, "n1", "n2", "n3")
+	var chs []<-chan started
+	for _, cfg := range cfgs {
+		chs = append(chs, startAsync(t, context.Background(), cfg))
+	}
+	var nodes []*Node
+	for _, ch := range chs {
+		nodes = append(nodes, waitStarted(t, ch, 20*time.Second))
+	}
+	leader := waitLeader(t, nodes)
+	var f *Node
+	for _, n := range nodes {
+		if n != leader {
+			f = n
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for ok, why := f.Health(); !ok; ok, why = f.Health() {
+		if time.Now().After(deadline) {
+			t.Fatalf("follower not serving: %s", why)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	f.trans.leaderCommit.Store(f.raft.AppliedIndex() + MaxServingLag + 10) // as if the leader had moved on
+	if ok, why := f.Health(); ok || !strings.Contains(why, "behind the leader's commit index") {
+		t.Fatalf("a follower %d entries behind the leader: Health = %v, %q", MaxServingLag+10, ok, why)
+	}
+	if ok, _ := leader.Health(); !ok {
+		t.Fatal("the leader is not serving")
+	}
+}
