@@ -61,6 +61,20 @@ func waitStarted(t *testing.T, ch <-chan started, d time.Duration) *Node {
 	return nil
 }
 
+// startGroup starts every member of cfgs at once and waits for them all.
+func startGroup(t *testing.T, cfgs []Config) []*Node {
+	t.Helper()
+	var chs []<-chan started
+	for _, cfg := range cfgs {
+		chs = append(chs, startAsync(t, context.Background(), cfg))
+	}
+	var nodes []*Node
+	for _, ch := range chs {
+		nodes = append(nodes, waitStarted(t, ch, 20*time.Second))
+	}
+	return nodes
+}
+
 func waitLeader(t *testing.T, nodes []*Node) *Node {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
@@ -128,14 +142,7 @@ func TestDiscover_DifferentBootstrapListsAreRefused(t *testing.T) {
 // and becomes a voter once caught up; its old ID leaves the configuration.
 func TestDiscover_WipedMemberRejoinsUnderANewIdentity(t *testing.T) {
 	cfgs := groupConfigs(t, "n1", "n2", "n3")
-	var chs []<-chan started
-	for _, cfg := range cfgs {
-		chs = append(chs, startAsync(t, context.Background(), cfg))
-	}
-	var nodes []*Node
-	for _, ch := range chs {
-		nodes = append(nodes, waitStarted(t, ch, 20*time.Second))
-	}
+	nodes := startGroup(t, cfgs)
 	leader := waitLeader(t, nodes)
 	victim := 0
 	for nodes[victim] == leader {
@@ -294,14 +301,7 @@ func TestDiscover_OtherStateMachineParametersAreRefused(t *testing.T) {
 // own (which freezes with its log): a follower far behind is not serving, and says why.
 func TestHealth_BehindTheLeadersCommitIndexIsNotServing(t *testing.T) {
 	cfgs := groupConfigs(t, "n1", "n2", "n3")
-	var chs []<-chan started
-	for _, cfg := range cfgs {
-		chs = append(chs, startAsync(t, context.Background(), cfg))
-	}
-	var nodes []*Node
-	for _, ch := range chs {
-		nodes = append(nodes, waitStarted(t, ch, 20*time.Second))
-	}
+	nodes := startGroup(t, cfgs)
 	leader := waitLeader(t, nodes)
 	var f *Node
 	for _, n := range nodes {
