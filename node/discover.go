@@ -114,7 +114,7 @@ func (n *Node) answerProbe(req probeRequest) probeResponse {
 	n.metaMu.Unlock()
 	has, term, last := n.localState()
 	resp := probeResponse{Name: meta.ID, RaftID: meta.RaftID, ClusterID: meta.ClusterID, Nonce: meta.Nonce,
-		Bootstrap: canonicalPeers(n.cfg.Bootstrap), FSM: n.mux.fsmPrint, HasState: has, Term: term, LastIndex: last}
+		Bootstrap: canonicalPeers(n.cfg.Bootstrap), FSM: n.fsmPrint, HasState: has, Term: term, LastIndex: last}
 	if n.started.Load() {
 		resp.RaftRunning = true
 		addr, id := n.raft.LeaderWithID()
@@ -171,7 +171,7 @@ func (n *Node) discover(ctx context.Context) (discovery, error) {
 	for {
 		answers, missing := n.askPeers()
 		for id, a := range answers {
-			if a.FSM != n.mux.fsmPrint {
+			if a.FSM != n.fsmPrint {
 				return discovery{}, fmt.Errorf("%s runs with other state machine parameters than this node: every member needs the same --dedup-memory", id)
 			}
 		}

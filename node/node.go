@@ -34,10 +34,11 @@ type Node struct {
 
 	// name is the member's name (--id); cfg.ID is its Raft ID, which differs after it came back
 	// from a lost volume (rejoin.go). meta is node.json.
-	name    string
-	metaMu  sync.Mutex
-	meta    nodeMeta
-	started atomic.Bool // raft is running (n.raft is set)
+	name     string
+	metaMu   sync.Mutex
+	meta     nodeMeta
+	started  atomic.Bool // raft is running (n.raft is set)
+	fsmPrint uint64      // fsm.Config.Fingerprint, for discovery and the Raft handshake
 
 	batch *batcher
 	clock stampClock
@@ -156,7 +157,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		}
 	}
 	// The Raft port answers discovery from here on; Raft connections wait for raft to run.
-	n.mux = newMuxStream(stream, meta.ClusterID, cfg.FSM.Fingerprint(), n.answerProbe, n.log)
+	// (n.mux is assigned after its goroutines start: answerProbe must not read it.)
+	n.fsmPrint = cfg.FSM.Fingerprint()
+	n.mux = newMuxStream(stream, meta.ClusterID, n.fsmPrint, n.answerProbe, n.log)
 	tc := &raft.NetworkTransportConfig{Stream: n.mux, MaxPool: 3, Timeout: 10 * time.Second, Logger: hl}
 	// raft also asks for this node's own ID (EncodePeer on every heartbeat): answer it with the
 	// advertised address so that is not a warning per heartbeat. Peers are found by Raft ID or,
