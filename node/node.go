@@ -257,7 +257,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.batch = newBatcher(n)
 	n.spawn(n.batch.run)
 	n.spawn(n.watchLeadership)
-	if rejoining {
+	if n.cfg.ID != n.name {
+		// A new identity after a lost volume (this start or an earlier one, which may have stopped
+		// before the leader promoted it): ask until it is a voter; rejoin returns at once if it is.
 		n.spawn(n.rejoin)
 	}
 	if n.clusterID() == "" {

@@ -35,6 +35,9 @@ func newIncarnation(name string) string { return name + raftIDSep + randomHex(3)
 
 // rejoin runs on a member that came back with a lost volume until the leader has made it a voter.
 func (n *Node) rejoin() {
+	if n.canVote() {
+		return
+	}
 	lastReport := time.Time{}
 	for !n.canVote() {
 		resp, err := n.askLeaderToRejoin()

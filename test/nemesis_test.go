@@ -202,7 +202,7 @@ func (nm *nemesis) step(stop <-chan struct{}) {
 		}
 	}
 	var undo func()
-	switch k := rng.IntN(11); k {
+	switch k := rng.IntN(12); k {
 	case 0:
 		nm.note("isolate", c.ids[x])
 		nm.cutBetween([]int{x}, nm.others(x))
@@ -262,6 +262,24 @@ func (nm *nemesis) step(stop <-chan struct{}) {
 			row[x].SetMode(faultnet.Down)
 		}
 		undo = c.healLinks
+	case 11:
+		// A lost volume: the node dies, its data dir is wiped, and it comes back with its usual
+		// command (--bootstrap): it must rejoin under a new identity, never start a second history.
+		// One failure at a time: only while every member votes under its current identity (a
+		// second wipe before the first rejoiner is a voter again loses a majority's state, and the
+		// cluster then rightly stops).
+		if !c.allVoting() {
+			nm.note("kill", c.ids[x])
+			c.kill(x)
+			undo = func() { c.start(x) }
+			break
+		}
+		nm.note("wipe", c.ids[x])
+		c.kill(x)
+		if err := os.RemoveAll(filepath.Join(c.dir, c.ids[x])); err != nil {
+			c.t.Errorf("wipe %s: %v", c.ids[x], err)
+		}
+		undo = func() { c.start(x) }
 	case 10:
 		mode := []faultnet.Mode{faultnet.DropReplies, faultnet.HoldReplies}[rng.IntN(2)]
 		nm.note(mode.String(), c.ids[x])

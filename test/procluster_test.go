@@ -249,6 +249,35 @@ func (c *pcluster) agreedLeader() int {
 	return leader
 }
 
+// allVoting reports whether the agreed leader lists every node, under the Raft ID the node
+// reports now, as a voter (no member is rejoining after a lost volume).
+func (c *pcluster) allVoting() bool {
+	l := c.agreedLeader()
+	if l < 0 {
+		return false
+	}
+	st, err := c.status(l, false)
+	if err != nil {
+		return false
+	}
+	voters := map[string]bool{}
+	for _, m := range st.GetMembers() {
+		if m.GetSuffrage() == limiterpb.Suffrage_SUFFRAGE_VOTER {
+			voters[m.GetId()] = true
+		}
+	}
+	if len(voters) != c.n {
+		return false
+	}
+	for i := 0; i < c.n; i++ {
+		s, err := c.status(i, false)
+		if err != nil || !voters[s.GetNodeId()] {
+			return false
+		}
+	}
+	return true
+}
+
 // converge waits until every node has applied the same index and checks their state hashes.
 func (c *pcluster) converge(d time.Duration) {
 	c.t.Helper()
