@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -203,18 +205,53 @@ func TestProcesses_ThreeNodeRecipeFromREADME(t *testing.T) {
 	}
 }
 
+// The dev cluster runs on ports of its own (--port-base), never on the default ones a developer's
+// own `limiterd dev` may be using: a test must not touch a cluster it did not start.
 func TestProcesses_DevClusterRestartedOnSameDataDirKeepsState(t *testing.T) {
 	bin := mustBuild(t)
 	dir := t.TempDir()
-	dev := startProc(t, filepath.Join(bin, "limiterd"), "dev", "--data-dir", dir)
-	checkFiveTakesThenDenied(t, bin, nil, "1h") // limitctl with no flags reaches limiterd dev
+	base := freePortBase(t)
+	var api []string
+	for i := 1; i <= 3; i++ {
+		api = append(api, fmt.Sprintf("127.0.0.1:%d", base+i))
+	}
+	env := []string{"LIMITCTL_ADDR=" + strings.Join(api, ",")}
+	dev := startProc(t, filepath.Join(bin, "limiterd"), "dev", "--data-dir", dir, "--port-base", fmt.Sprint(base))
+	checkFiveTakesThenDenied(t, bin, env, "1h")
 	if err := dev.stop(t, syscall.SIGINT); err != nil {
 		t.Fatalf("limiterd dev exit after Ctrl-C: %v\n%s", err, dev.out.String())
 	}
-	startProc(t, filepath.Join(bin, "limiterd"), "dev", "--data-dir", dir)
-	if r := peekRemaining(t, bin, nil); r != 0 {
+	startProc(t, filepath.Join(bin, "limiterd"), "dev", "--data-dir", dir, "--port-base", fmt.Sprint(base))
+	if r := peekRemaining(t, bin, env); r != 0 {
 		t.Fatalf("peek after restart: %d remaining, want 0 (state kept)", r)
 	}
+}
+
+// freePortBase finds a --port-base whose nine dev ports (base+1..3, +11..13, +2001..2003) are free,
+// away from the default 7400.
+func freePortBase(t *testing.T) int {
+	t.Helper()
+	for tries := 0; tries < 200; tries++ {
+		base := 20000 + rand.IntN(8000)
+		free := true
+		var lns []net.Listener
+		for _, off := range []int{1, 2, 3, 11, 12, 13, 2001, 2002, 2003} {
+			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", base+off))
+			if err != nil {
+				free = false
+				break
+			}
+			lns = append(lns, ln)
+		}
+		for _, ln := range lns {
+			ln.Close()
+		}
+		if free {
+			return base
+		}
+	}
+	t.Fatal("no free port base for a dev cluster")
+	return 0
 }
 
 // peekRemaining peeks demo/user:1 through limitctl (retrying until the cluster answers).

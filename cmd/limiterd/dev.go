@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -17,37 +18,46 @@ import (
 	"github.com/limiterd/limiter/node"
 )
 
-// Dev-cluster addresses: limitctl's default --addr is the three API addresses.
+// Dev-cluster addresses, as offsets from --port-base (default 7400): limitctl's default --addr is
+// the three API addresses of the default base.
 const (
-	devAPIBase     = 7401
-	devRaftBase    = 7411
-	devMetricsBase = 9401
-	devNodes       = 3
+	devPortBase      = 7400
+	devAPIOffset     = 1    // gRPC on base+1 .. base+3
+	devRaftOffset    = 11   // Raft on base+11 .. base+13
+	devMetricsOffset = 2001 // metrics on base+2001 .. base+2003 (9401-9403 by default)
+	devNodes         = 3
 )
 
 func newDevCmd(stdout, stderr io.Writer) *cobra.Command {
 	var f nodeFlags
 	var dataDir string
+	var base int
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run a 3-node cluster on 127.0.0.1 in one process, for development",
 		Long: fmt.Sprintf(`dev runs three members in one process: gRPC on 127.0.0.1:%d-%d, Raft on
-127.0.0.1:%d-%d. Data goes to a fresh temporary folder (removed on exit), or to --data-dir, where
-a later run picks up the same state. Plaintext and loopback only: never expose it.`,
-			devAPIBase, devAPIBase+devNodes-1, devRaftBase, devRaftBase+devNodes-1),
+127.0.0.1:%d-%d, metrics on 127.0.0.1:%d-%d (with --port-base B: B+%d.., B+%d.., B+%d..). Data goes
+to a fresh temporary folder (removed on exit), or to --data-dir, where a later run picks up the
+same state. Plaintext and loopback only: never expose it.`,
+			devPortBase+devAPIOffset, devPortBase+devAPIOffset+devNodes-1, devPortBase+devRaftOffset, devPortBase+devRaftOffset+devNodes-1,
+			devPortBase+devMetricsOffset, devPortBase+devMetricsOffset+devNodes-1, devAPIOffset, devRaftOffset, devMetricsOffset),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runDev(cmd.Context(), f, dataDir, stdout, stderr)
+			if base < 1024 || base+devMetricsOffset+devNodes > 65535 {
+				return fmt.Errorf("--port-base %d: want 1024 to %d", base, 65535-devMetricsOffset-devNodes)
+			}
+			return runDev(cmd.Context(), f, dataDir, base, stdout, stderr)
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "keep the cluster's data here (default: a temporary folder removed on exit)")
+	cmd.Flags().IntVar(&base, "port-base", devPortBase, "move every port: gRPC on base+1..3, Raft on base+11..13, metrics on base+2001..2003 (to run beside another dev cluster or the compose file)")
 	cmd.Flags().IntVar(&f.inflight, "inflight-batches", 1, "batch entries of takes in flight at once (group commit)")
-	cmd.Flags().BoolVar(&f.pprof, "pprof", false, fmt.Sprintf("serve Go's profiler at http://127.0.0.1:%d/debug/pprof/ (the whole process: all three members)", devMetricsBase))
+	cmd.Flags().BoolVar(&f.pprof, "pprof", false, fmt.Sprintf("serve Go's profiler at http://127.0.0.1:%d/debug/pprof/ (the whole process: all three members; base+2001)", devPortBase+devMetricsOffset))
 	addLogFlags(cmd.Flags(), &f)
 	return cmd
 }
 
-func runDev(ctx context.Context, f nodeFlags, dataDir string, stdout, stderr io.Writer) error {
+func runDev(ctx context.Context, f nodeFlags, dataDir string, base int, stdout, stderr io.Writer) error {
 	log, err := newLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {
 		return err
@@ -62,7 +72,7 @@ func runDev(ctx context.Context, f nodeFlags, dataDir string, stdout, stderr io.
 	}
 	var peers []node.Peer
 	for i := 0; i < devNodes; i++ {
-		peers = append(peers, node.Peer{ID: fmt.Sprintf("n%d", i+1), RaftAddr: fmt.Sprintf("127.0.0.1:%d", devRaftBase+i)})
+		peers = append(peers, node.Peer{ID: fmt.Sprintf("n%d", i+1), RaftAddr: fmt.Sprintf("127.0.0.1:%d", base+devRaftOffset+i)})
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -79,8 +89,8 @@ func runDev(ctx context.Context, f nodeFlags, dataDir string, stdout, stderr io.
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ins[i], errs[i] = member.Start(ctx, member.Config{Node: cfg, APIListen: fmt.Sprintf("127.0.0.1:%d", devAPIBase+i),
-				MetricsAddr: fmt.Sprintf("127.0.0.1:%d", devMetricsBase+i), Pprof: f.pprof && i == 0, Logger: log})
+			ins[i], errs[i] = member.Start(ctx, member.Config{Node: cfg, APIListen: fmt.Sprintf("127.0.0.1:%d", base+devAPIOffset+i),
+				MetricsAddr: fmt.Sprintf("127.0.0.1:%d", base+devMetricsOffset+i), Pprof: f.pprof && i == 0, Logger: log})
 		}()
 	}
 	wg.Wait()
@@ -102,13 +112,21 @@ func runDev(ctx context.Context, f nodeFlags, dataDir string, stdout, stderr io.
 	log.Warn("limiterd dev: PLAINTEXT and UNAUTHENTICATED on 127.0.0.1, for development on this machine only")
 	fmt.Fprintln(stdout, "limiterd dev: a 3-node cluster on 127.0.0.1 (PLAINTEXT, no authentication: for development only)")
 	for i, in := range ins {
-		fmt.Fprintf(stdout, "  %s  gRPC %s  Raft %s  metrics http://127.0.0.1:%d/metrics\n", in.Node.ID(), in.APIAddr(), in.Node.RaftAddr(), devMetricsBase+i)
+		fmt.Fprintf(stdout, "  %s  gRPC %s  Raft %s  metrics http://127.0.0.1:%d/metrics\n", in.Node.ID(), in.APIAddr(), in.Node.RaftAddr(), base+devMetricsOffset+i)
 	}
 	fmt.Fprintf(stdout, "  data: %s\n", dataDir)
 	if id, err := waitLeader(ctx, ins, 15*time.Second); err != nil {
 		return err
 	} else {
-		fmt.Fprintf(stdout, "ready: leader is %s. Try:\n  go run ./cmd/limitctl limit set demo --rate 5 --per 1m\n  go run ./cmd/limitctl take demo user:1\n  go run ./cmd/limitctl member list\nCtrl-C stops the cluster.\n", id)
+		fmt.Fprintf(stdout, "ready: leader is %s. Try:\n", id)
+		if base != devPortBase { // limitctl's default addresses are the default base's
+			var addrs []string
+			for _, in := range ins {
+				addrs = append(addrs, in.APIAddr())
+			}
+			fmt.Fprintf(stdout, "  export LIMITCTL_ADDR=%s\n", strings.Join(addrs, ","))
+		}
+		fmt.Fprintln(stdout, "  go run ./cmd/limitctl limit set demo --rate 5 --per 1m\n  go run ./cmd/limitctl take demo user:1\n  go run ./cmd/limitctl member list\nCtrl-C stops the cluster.")
 	}
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "limiterd dev: stopping")
