@@ -167,9 +167,9 @@ func (d *dedupTable) find(k idKey) (slot, pos int) {
 	}
 }
 
-// get looks a request ID up.
-func (d *dedupTable) get(id string) (found, bool) {
-	slot, _ := d.find(keyOf(id))
+// get looks a request ID's digest up.
+func (d *dedupTable) get(k idKey) (found, bool) {
+	slot, _ := d.find(k)
 	if slot < 0 {
 		return found{}, false
 	}
@@ -191,8 +191,8 @@ func (d *dedupTable) recordAt(slot int) found {
 
 // put records a request's outcome. keepDenials keeps an outcome that admitted nothing (entries
 // of the earlier kind bind it); otherwise only the fact is kept.
-func (d *dedupTable) put(id string, fp uint64, expires int64, o *outcome, keepDenials bool) {
-	e := dedupEntry{key: keyOf(id), fp: fp, expires: expires}
+func (d *dedupTable) put(k idKey, fp uint64, expires int64, o *outcome, keepDenials bool) {
+	e := dedupEntry{key: k, fp: fp, expires: expires}
 	var full *outcome
 	switch {
 	case o.err == nil && len(o.results) == 1 && e.pack(o.results[0]):

@@ -81,7 +81,7 @@ func TestDedupTable_MatchesAPlainModel(t *testing.T) {
 			}
 			keep := rng.IntN(2) == 0
 			fp := uint64(rng.IntN(3))
-			d.put(id, fp, now+window, o, keep)
+			d.put(keyOf(id), fp, now+window, o, keep)
 			ref.put(id, fp, now+window, o)
 			d.expire(now)
 			ref.expire(now)
@@ -89,7 +89,7 @@ func TestDedupTable_MatchesAPlainModel(t *testing.T) {
 				t.Fatalf("round %d step %d: len %d, model %d", round, step, d.len(), len(ref.recs))
 			}
 			probe := fmt.Sprintf("id-%d", rng.IntN(ids))
-			got, ok := d.get(probe)
+			got, ok := d.get(keyOf(probe))
 			want, wok := ref.recs[probe]
 			if ok != wok {
 				t.Fatalf("round %d step %d: get(%s) present %v, model %v", round, step, probe, ok, wok)

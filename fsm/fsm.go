@@ -249,8 +249,10 @@ func (f *FSM) applyTake(t *Take, bindingDenials bool) TakeOutcome {
 		return TakeOutcome{Err: invalid("request ID of %d bytes exceeds %d", len(t.RequestID), MaxRequestIDLen)}
 	}
 	fp := t.fingerprint()
+	var key idKey
 	if t.RequestID != "" {
-		if r, ok := f.dedup.get(t.RequestID); ok {
+		key = keyOf(t.RequestID) // hashed once: looked up, then recorded under it
+		if r, ok := f.dedup.get(key); ok {
 			if r.fp != fp {
 				return TakeOutcome{Err: fmt.Errorf("%w: %q", ErrRequestIDReused, t.RequestID)}
 			}
@@ -263,7 +265,7 @@ func (f *FSM) applyTake(t *Take, bindingDenials bool) TakeOutcome {
 	}
 	results, err := f.decide(t)
 	if t.RequestID != "" {
-		f.dedup.put(t.RequestID, fp, addClamped(f.clock, f.dedup.window), &outcome{results: results, err: record(err)}, bindingDenials)
+		f.dedup.put(key, fp, addClamped(f.clock, f.dedup.window), &outcome{results: results, err: record(err)}, bindingDenials)
 	}
 	return TakeOutcome{Results: results, Err: err}
 }
@@ -418,7 +420,7 @@ func (f *FSM) Recorded(t Take) (TakeOutcome, Lookup) {
 		return TakeOutcome{}, NotRecorded
 	}
 	f.mu.RLock()
-	r, ok := f.dedup.get(t.RequestID)
+	r, ok := f.dedup.get(keyOf(t.RequestID))
 	f.mu.RUnlock()
 	switch {
 	case !ok:
