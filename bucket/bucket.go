@@ -157,3 +157,43 @@ func sat(a, b int64) int64 {
 	}
 	return int64(Never)
 }
+
+// TakeUpTo consumes between min and max whole tokens: as many as the bucket holds, up to max, or
+// none when it holds fewer than min (the escrow grant of package fsm). It returns the tokens
+// taken and the result of a take of min (RetryAfter is the wait for min when none were taken).
+// min must be in 1..max and max at most the burst.
+func (b *Bucket) TakeUpTo(l *Limit, now, min, max int64, skew time.Duration) (int64, Result, error) {
+	if err := l.checkCost(min); err != nil {
+		return 0, Result{Limit: l.burst, RetryAfter: Never}, err
+	}
+	if max < min || max > l.burst {
+		return 0, Result{Limit: l.burst, RetryAfter: Never}, l.checkCost(max)
+	}
+	b.refill(l, now, int64(skew))
+	have := int64(l.byP.div(b.tokens))
+	if have < min {
+		return 0, b.result(l, now, min, false), nil
+	}
+	n := have
+	if n > max {
+		n = max
+	}
+	b.tokens -= uint64(n) * l.p
+	return n, b.result(l, now, n, true), nil
+}
+
+// Credit returns n whole tokens to the bucket at now (an unused escrow grant settled), capped at
+// the capacity so that no credit ever lifts the bucket above its burst. n <= 0 changes nothing
+// but the refill.
+func (b *Bucket) Credit(l *Limit, now, n int64, skew time.Duration) {
+	b.refill(l, now, int64(skew))
+	if n <= 0 || l.p == 0 {
+		return
+	}
+	room := l.cap - b.tokens
+	if hi, lo := bits.Mul64(uint64(n), l.p); hi != 0 || lo >= room {
+		b.tokens = l.cap
+	} else {
+		b.tokens += lo
+	}
+}

@@ -335,3 +335,50 @@ func (k *Keyed) StartSweeper(interval time.Duration, clock func() int64) (stop f
 		<-exited
 	}
 }
+
+// TakeUpTo consumes between min and max whole tokens from key's bucket at now (see
+// Bucket.TakeUpTo) and returns how many it took.
+func (k *Keyed) TakeUpTo(key string, now, min, max int64) (int64, Result, error) {
+	s := k.shardFor(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := &s.limit
+	b := s.get(key)
+	if b == nil {
+		fresh := NewBucket(l, now)
+		n, res, err := fresh.TakeUpTo(l, now, min, max, time.Duration(k.skew))
+		if err == nil && n > 0 {
+			s.put(key, fresh)
+		}
+		return n, res, err
+	}
+	return b.TakeUpTo(l, now, min, max, time.Duration(k.skew))
+}
+
+// Credit returns n tokens to key's bucket at now, capped at the burst (see Bucket.Credit). An
+// absent bucket is full, so crediting it changes nothing.
+func (k *Keyed) Credit(key string, now, n int64) {
+	s := k.shardFor(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if b := s.get(key); b != nil {
+		b.Credit(&s.limit, now, n, time.Duration(k.skew))
+	}
+}
+
+// Available reports the whole tokens key's bucket holds at now, changing nothing.
+func (k *Keyed) Available(key string, now int64) int64 {
+	s := k.shards[shardIndex(key)].Load()
+	if s == nil {
+		return k.Limit().Burst()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := &s.limit
+	b := NewBucket(l, now)
+	if p := s.get(key); p != nil {
+		b = *p
+	}
+	b.refill(l, now, k.skew)
+	return int64(l.byP.div(b.tokens))
+}

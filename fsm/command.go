@@ -27,6 +27,9 @@ const (
 	// nothing (denied or refused) binds nothing, and a retry is decided afresh. KindTakeBatch
 	// entries, written by earlier versions, keep every outcome binding.
 	KindTakes Kind = 6
+	// KindEscrow moves tokens into and out of holders' escrow (local admission): grants and
+	// settles, each with its own ID.
+	KindEscrow Kind = 7
 )
 
 func (k Kind) String() string {
@@ -43,6 +46,8 @@ func (k Kind) String() string {
 		return "tick"
 	case KindTakes:
 		return "takes"
+	case KindEscrow:
+		return "escrow"
 	}
 	return fmt.Sprintf("kind(%d)", byte(k))
 }
@@ -76,6 +81,12 @@ type LimitSpec struct {
 	Rate   int64
 	Period time.Duration
 	Burst  int64
+	// Admission is how takes on the limit are decided: through the log (the zero value) or
+	// locally from escrowed grants.
+	Admission Admission
+	// GrantTTL is how long, in log time, a grant of a local limit lasts (0: DefaultGrantTTL).
+	// Only a local limit has one.
+	GrantTTL time.Duration
 }
 
 // LimitRef names a limit (the payload of a delete-limit command).
@@ -102,6 +113,7 @@ type Command struct {
 	SetLimit       *LimitSpec  // set-limit
 	DeleteLimit    *LimitRef   // delete-limit
 	SetMember      *MemberAddr // set-member
+	Escrow         []EscrowOp  // escrow (a non-nil slice)
 }
 
 // Kind is the command's type tag, from the payload that is set.
@@ -117,6 +129,8 @@ func (c *Command) Kind() Kind {
 		return KindDeleteLimit
 	case c.SetMember != nil:
 		return KindSetMember
+	case c.Escrow != nil:
+		return KindEscrow
 	}
 	return KindTick
 }
@@ -143,11 +157,33 @@ func (c *Command) Encode(dst []byte) []byte {
 		dst = binary.AppendVarint(dst, c.SetLimit.Rate)
 		dst = binary.AppendVarint(dst, int64(c.SetLimit.Period))
 		dst = binary.AppendVarint(dst, c.SetLimit.Burst)
+		// Linearizable limits encode as before, so a member of an earlier version applies
+		// them; only a local limit carries the two fields after the burst.
+		if c.SetLimit.Admission != AdmitLinearizable || c.SetLimit.GrantTTL != 0 {
+			dst = append(dst, byte(c.SetLimit.Admission))
+			dst = binary.AppendVarint(dst, int64(c.SetLimit.GrantTTL))
+		}
 	case c.DeleteLimit != nil:
 		dst = appendString(dst, c.DeleteLimit.Name)
 	case c.SetMember != nil:
 		dst = appendString(dst, c.SetMember.ID)
 		dst = appendString(dst, c.SetMember.APIAddr)
+	case c.Escrow != nil:
+		dst = binary.AppendUvarint(dst, uint64(len(c.Escrow)))
+		for _, op := range c.Escrow {
+			dst = append(dst, byte(op.Op))
+			dst = appendString(dst, op.ID)
+			dst = appendString(dst, op.Holder)
+			switch op.Op {
+			case OpGrant:
+				dst = appendString(dst, op.Limit)
+				dst = appendString(dst, op.Key)
+				dst = binary.AppendVarint(dst, op.Min)
+				dst = binary.AppendVarint(dst, op.Max)
+			default:
+				dst = binary.AppendVarint(dst, op.Unused)
+			}
+		}
 	}
 	return dst
 }
@@ -182,10 +218,36 @@ func Decode(b []byte) (Command, error) {
 		}
 	case KindSetLimit:
 		c.SetLimit = &LimitSpec{Name: r.str(), Rate: r.varint(), Period: time.Duration(r.varint()), Burst: r.varint()}
+		if r.err == nil && len(r.b) > 0 {
+			c.SetLimit.Admission = Admission(r.b[0])
+			r.b = r.b[1:]
+			c.SetLimit.GrantTTL = time.Duration(r.varint())
+		}
 	case KindDeleteLimit:
 		c.DeleteLimit = &LimitRef{Name: r.str()}
 	case KindSetMember:
 		c.SetMember = &MemberAddr{ID: r.str(), APIAddr: r.str()}
+	case KindEscrow:
+		n := r.count(4) // op byte, two string lengths and a varint at least
+		c.Escrow = make([]EscrowOp, 0, n)
+		for i := 0; i < n && r.err == nil; i++ {
+			var op EscrowOp
+			if len(r.b) == 0 {
+				r.err = fmt.Errorf("escrow op %d truncated", i)
+				break
+			}
+			op.Op, r.b = EscrowOpKind(r.b[0]), r.b[1:]
+			op.ID, op.Holder = r.str(), r.str()
+			switch op.Op {
+			case OpGrant:
+				op.Limit, op.Key, op.Min, op.Max = r.str(), r.str(), r.varint(), r.varint()
+			case OpSettle:
+				op.Unused = r.varint()
+			default:
+				r.err = fmt.Errorf("escrow op kind %d", op.Op)
+			}
+			c.Escrow = append(c.Escrow, op)
+		}
 	case KindTick:
 	default:
 		return c, fmt.Errorf("%w: unknown command kind %d", ErrCorruptEntry, b[1])

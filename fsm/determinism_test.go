@@ -33,9 +33,10 @@ func testSeed(t testing.TB) uint64 {
 // that mostly advance but sometimes fall behind (by less than the skew or by hours) or jump ahead.
 type logGen struct {
 	rng    *rand.Rand
-	leader int64      // the proposing leader's clock
-	ids    int        // request IDs handed out
-	recent []fsm.Take // takes to retry
+	leader int64          // the proposing leader's clock
+	ids    int            // request IDs handed out
+	recent []fsm.Take     // takes to retry
+	grants []fsm.EscrowOp // grants to retry or settle
 }
 
 func newLogGen(seed uint64) *logGen {
@@ -128,6 +129,15 @@ func (g *logGen) next() fsm.Command {
 		if g.pick(20) == 0 {
 			cmd.SetLimit.Rate = 0
 		}
+		if g.pick(2) == 0 { // local admission, with the default TTL or its own (sometimes out of range)
+			cmd.SetLimit.Admission = fsm.AdmitLocal
+			cmd.SetLimit.GrantTTL = []time.Duration{0, 150 * time.Millisecond, time.Second, 5 * time.Millisecond}[g.pick(4)]
+		}
+	case p < 62:
+		cmd.Escrow = []fsm.EscrowOp{}
+		for n := 1 + g.pick(3); n > 0; n-- {
+			cmd.Escrow = append(cmd.Escrow, g.escrowOp())
+		}
 	case p < 72:
 		cmd.DeleteLimit = &fsm.LimitRef{Name: genLimits[g.pick(len(genLimits))]}
 	case p < 80:
@@ -138,6 +148,40 @@ func (g *logGen) next() fsm.Command {
 	default: // a tick
 	}
 	return cmd
+}
+
+// escrowOp returns a grant (new, retried, or with bad bounds) or a settle (of a recent grant,
+// repeated, of an unknown grant or by another holder).
+func (g *logGen) escrowOp() fsm.EscrowOp {
+	holder := fmt.Sprintf("n%d", g.pick(3))
+	if len(g.grants) > 0 && g.pick(2) == 0 {
+		op := g.grants[g.pick(len(g.grants))]
+		if g.pick(4) == 0 {
+			return op // a retried grant
+		}
+		op.Op, op.Unused = fsm.OpSettle, g.rng.Int64N(op.Max+2)-1
+		if g.pick(10) == 0 {
+			op.Holder = holder
+		}
+		return op
+	}
+	g.ids++
+	op := fsm.EscrowOp{Op: fsm.OpGrant, ID: fmt.Sprintf("g-%d", g.ids), Holder: holder, Limit: genLimits[g.pick(4)],
+		Key: fmt.Sprintf("k%d", g.pick(10)), Min: 1 + g.rng.Int64N(3)}
+	op.Max = op.Min + g.rng.Int64N(20)
+	if g.pick(20) == 0 {
+		op.Min = 0
+	}
+	if g.pick(30) == 0 {
+		op.ID = "settle-unknown"
+		op.Op = fsm.OpSettle
+	}
+	if len(g.grants) < 30 {
+		g.grants = append(g.grants, op)
+	} else {
+		g.grants[g.pick(30)] = op
+	}
+	return op
 }
 
 // genLog returns n encoded entries.

@@ -82,9 +82,11 @@ func (c Config) Validate() error {
 
 // limitState is one named limit and its buckets.
 type limitState struct {
-	name  string
-	limit bucket.Limit
-	keyed *bucket.Keyed
+	name      string
+	limit     bucket.Limit
+	keyed     *bucket.Keyed
+	admission Admission
+	grantTTL  int64 // nanoseconds of log time; local limits only
 }
 
 // FSM is the limiter state machine. Apply, Snapshot and Restore are called by one goroutine (the
@@ -97,6 +99,7 @@ type FSM struct {
 	limits    map[string]*limitState
 	members   map[string]string // node ID -> API address
 	dedup     *dedupTable
+	escrow    *escrowState
 	cursor    int   // next bucket shard to sweep
 	nextSweep int64 // log time of the next sweep step
 
@@ -121,6 +124,7 @@ func (f *FSM) reset() {
 	f.limits = make(map[string]*limitState)
 	f.members = make(map[string]string)
 	f.dedup = newDedupTable(int64(f.cfg.DedupWindow), f.cfg.DedupMax)
+	f.escrow = newEscrow()
 	f.cursor = 0
 	f.nextSweep = 0
 }
@@ -139,9 +143,10 @@ type TakeOutcome struct {
 
 // Response is what Apply returns for one entry.
 type Response struct {
-	Takes []TakeOutcome // KindTakeBatch: one per take, in order
-	Limit *LimitInfo    // KindSetLimit (Buckets is always 0 here: it is not a function of the log)
-	Err   error         // the whole command failed (bad limit, unknown limit, corrupt entry)
+	Takes  []TakeOutcome   // KindTakeBatch: one per take, in order
+	Escrow []EscrowOutcome // KindEscrow: one per op, in order
+	Limit  *LimitInfo      // KindSetLimit (Buckets is always 0 here: it is not a function of the log)
+	Err    error           // the whole command failed (bad limit, unknown limit, corrupt entry)
 }
 
 // LimitInfo describes a limit.
@@ -151,6 +156,9 @@ type LimitInfo struct {
 	Period  time.Duration
 	Burst   int64
 	Buckets int // buckets held (keys not known to be full)
+	// Admission is the limit's admission mode; GrantTTL its grants' TTL (local limits only).
+	Admission Admission
+	GrantTTL  time.Duration
 }
 
 // Apply applies one committed entry at the given log index and returns its response.
@@ -175,6 +183,7 @@ func (f *FSM) Apply(index uint64, data []byte) *Response {
 
 func (f *FSM) apply(cmd *Command) *Response {
 	f.advance(cmd.Stamp)
+	f.escrow.advance(f.clock) // grants due by this entry's time end before it applies
 	var resp Response
 	switch {
 	case cmd.TakeBatch != nil:
@@ -189,6 +198,12 @@ func (f *FSM) apply(cmd *Command) *Response {
 			resp.Err = fmt.Errorf("%w: %q", ErrUnknownLimit, cmd.DeleteLimit.Name)
 		}
 		delete(f.limits, cmd.DeleteLimit.Name)
+		f.escrow.dropLimit(cmd.DeleteLimit.Name) // its holders' escrow is spent
+	case cmd.Escrow != nil:
+		resp.Escrow = make([]EscrowOutcome, len(cmd.Escrow))
+		for i := range cmd.Escrow {
+			resp.Escrow[i] = f.applyEscrow(&cmd.Escrow[i])
+		}
 	case cmd.SetMember != nil:
 		if cmd.SetMember.APIAddr == "" {
 			delete(f.members, cmd.SetMember.ID)
@@ -336,6 +351,10 @@ func (f *FSM) setLimit(spec LimitSpec) (*LimitInfo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("limit %q: %w", spec.Name, err)
 	}
+	ttl, err := spec.effectiveTTL()
+	if err != nil {
+		return nil, fmt.Errorf("limit %q: %w", spec.Name, err)
+	}
 	ls, ok := f.limits[spec.Name]
 	if !ok && len(f.limits) >= f.cfg.MaxLimits {
 		return nil, fmt.Errorf("%w: %d limits exist; delete one first", ErrTooManyLimits, len(f.limits))
@@ -349,13 +368,37 @@ func (f *FSM) setLimit(spec LimitSpec) (*LimitInfo, error) {
 		ls.keyed.SetLimit(l, f.clock)
 		ls.limit = l
 	}
+	// A switch to linearizable stops new grants; outstanding ones run out by their TTL.
+	ls.admission, ls.grantTTL = spec.Admission, int64(ttl)
 	info := ls.info()
 	info.Buckets = 0 // how many buckets are held depends on eviction timing, not on the log
 	return info, nil
 }
 
 func (ls *limitState) info() *LimitInfo {
-	return &LimitInfo{Name: ls.name, Rate: ls.limit.Rate(), Period: ls.limit.Period(), Burst: ls.limit.Burst(), Buckets: ls.keyed.Len()}
+	return &LimitInfo{Name: ls.name, Rate: ls.limit.Rate(), Period: ls.limit.Period(), Burst: ls.limit.Burst(), Buckets: ls.keyed.Len(),
+		Admission: ls.admission, GrantTTL: time.Duration(ls.grantTTL)}
+}
+
+// effectiveTTL checks the admission fields of a spec and returns the grant TTL it sets: the
+// default for a local limit without one, none for a linearizable limit.
+func (spec LimitSpec) effectiveTTL() (time.Duration, error) {
+	switch spec.Admission {
+	case AdmitLinearizable:
+		if spec.GrantTTL != 0 {
+			return 0, invalid("a grant TTL (%v) applies only to local admission", spec.GrantTTL)
+		}
+		return 0, nil
+	case AdmitLocal:
+		if spec.GrantTTL == 0 {
+			return DefaultGrantTTL, nil
+		}
+		if spec.GrantTTL < MinGrantTTL || spec.GrantTTL > MaxGrantTTL {
+			return 0, invalid("grant TTL %v; want %v to %v", spec.GrantTTL, MinGrantTTL, MaxGrantTTL)
+		}
+		return spec.GrantTTL, nil
+	}
+	return 0, invalid("admission mode %d; want linearizable (0) or local (1)", spec.Admission)
 }
 
 // CheckName validates a limit name: 1 to MaxNameLen bytes of letters, digits and ._:/-.

@@ -204,6 +204,11 @@ func describe(r *fsm.Response, withBuckets bool) string {
 	for i, o := range r.Takes {
 		fmt.Fprintf(&sb, " take[%d]{replayed=%v err=%s results=%+v}", i, o.Replayed, describeErr(o.Err), o.Results)
 	}
+	for i, o := range r.Escrow {
+		e := describeErr(o.Err)
+		o.Err = nil
+		fmt.Fprintf(&sb, " escrow[%d]{%+v err=%s}", i, o, e)
+	}
 	return sb.String()
 }
 
@@ -219,6 +224,9 @@ var sentinels = []struct {
 	{"InvalidCost", bucket.ErrInvalidCost},
 	{"CostExceedsBurst", bucket.ErrCostExceedsBurst},
 	{"InvalidLimit", bucket.ErrInvalidLimit},
+	{"NotLocal", fsm.ErrNotLocal},
+	{"TooManyGrants", fsm.ErrTooManyGrants},
+	{"UnknownGrant", fsm.ErrUnknownGrant},
 }
 
 func describeErr(err error) string {

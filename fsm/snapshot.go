@@ -18,8 +18,9 @@ import (
 const snapshotMagic = "LIMITFSM"
 
 // snapshotVersion is the format Persist writes. Version 2 keeps the exactly-once table as the
-// table does (request ID digests, packed outcomes); Restore reads version 1 too.
-const snapshotVersion byte = 2
+// table does (request ID digests, packed outcomes); version 3 adds each limit's admission mode
+// and the escrow grants. Restore reads versions 1 and 2 too.
+const snapshotVersion byte = 3
 
 // Snapshot is a point-in-time copy of the state, taken quickly (under the apply lock) and written
 // out later by Persist while Apply goes on.
@@ -30,6 +31,7 @@ type Snapshot struct {
 	members   []member
 	limits    []limitCopy
 	dedup     []dedupCopy
+	grants    []grant
 }
 
 type member struct{ id, addr string }
@@ -41,9 +43,11 @@ type bucketCopy struct {
 }
 
 type limitCopy struct {
-	name    string
-	limit   bucket.Limit
-	buckets []bucketCopy
+	name      string
+	limit     bucket.Limit
+	admission Admission
+	grantTTL  int64
+	buckets   []bucketCopy
 }
 
 type dedupCopy struct {
@@ -61,7 +65,7 @@ func (f *FSM) Snapshot() *Snapshot {
 		s.members = append(s.members, member{id, addr})
 	}
 	for _, ls := range f.limits {
-		lc := limitCopy{name: ls.name, limit: ls.limit}
+		lc := limitCopy{name: ls.name, limit: ls.limit, admission: ls.admission, grantTTL: ls.grantTTL}
 		clock := f.clock
 		ls.keyed.Range(func(key string, b bucket.Bucket) {
 			if !b.Full(&lc.limit, clock) {
@@ -76,6 +80,9 @@ func (f *FSM) Snapshot() *Snapshot {
 		s.dedup = append(s.dedup, dedupCopy{*e, full})
 		return true
 	})
+	for _, g := range f.escrow.grants {
+		s.grants = append(s.grants, *g)
+	}
 	return s
 }
 
@@ -85,6 +92,7 @@ func (f *FSM) Snapshot() *Snapshot {
 func (s *Snapshot) Persist(w io.Writer) error {
 	sort.Slice(s.members, func(i, j int) bool { return s.members[i].id < s.members[j].id })
 	sort.Slice(s.limits, func(i, j int) bool { return s.limits[i].name < s.limits[j].name })
+	sort.Slice(s.grants, func(i, j int) bool { return s.grants[i].id < s.grants[j].id })
 	for _, lc := range s.limits {
 		sort.Slice(lc.buckets, func(i, j int) bool { return lc.buckets[i].key < lc.buckets[j].key })
 	}
@@ -107,6 +115,8 @@ func (s *Snapshot) Persist(w io.Writer) error {
 		e.varint(lc.limit.Rate())
 		e.varint(int64(lc.limit.Period()))
 		e.varint(lc.limit.Burst())
+		e.raw([]byte{byte(lc.admission)})
+		e.varint(lc.grantTTL)
 		e.uvarint(uint64(len(lc.buckets)))
 		for _, b := range lc.buckets {
 			e.str(b.key)
@@ -126,6 +136,24 @@ func (s *Snapshot) Persist(w io.Writer) error {
 		case tagFull:
 			writeOutcome(&e, d.full)
 		}
+	}
+	e.uvarint(uint64(len(s.grants)))
+	for _, g := range s.grants {
+		e.str(g.id)
+		e.str(g.holder)
+		e.str(g.limit)
+		e.str(g.key)
+		e.varint(g.tokens)
+		e.varint(g.expires)
+		e.varint(g.ttl)
+		var flags byte
+		if g.live {
+			flags |= 1
+		}
+		if g.expired {
+			flags |= 2
+		}
+		e.raw([]byte{flags})
 	}
 	if e.err != nil {
 		return fmt.Errorf("write snapshot: %w", e.err)
@@ -200,8 +228,8 @@ func (f *FSM) Restore(r io.Reader, index uint64) error {
 		return fmt.Errorf("%w: not a limiter snapshot (bad magic)", ErrCorruptSnapshot)
 	}
 	version := d.byte()
-	if d.err == nil && version != 1 && version != snapshotVersion {
-		return fmt.Errorf("%w: snapshot format version %d, this binary reads 1 and %d", ErrCorruptSnapshot, version, snapshotVersion)
+	if d.err == nil && (version < 1 || version > snapshotVersion) {
+		return fmt.Errorf("%w: snapshot format version %d, this binary reads 1 to %d", ErrCorruptSnapshot, version, snapshotVersion)
 	}
 	clock := d.varint()
 	cursor := d.uvarint()
@@ -224,7 +252,15 @@ func (f *FSM) Restore(r io.Reader, index uint64) error {
 	for n := d.uvarint(); n > 0 && d.err == nil; n-- {
 		name := d.str()
 		rate, period, burst := d.varint(), d.varint(), d.varint()
+		spec := LimitSpec{Name: name}
+		if version >= 3 {
+			spec.Admission, spec.GrantTTL = Admission(d.byte()), time.Duration(d.varint())
+		}
 		if d.err != nil {
+			break
+		}
+		if ttl, err := spec.effectiveTTL(); err != nil || ttl != spec.GrantTTL {
+			d.fail("limit %q: admission %v with grant TTL %v", name, spec.Admission, spec.GrantTTL)
 			break
 		}
 		l, err := bucket.NewLimit(rate, time.Duration(period), burst)
@@ -241,7 +277,7 @@ func (f *FSM) Restore(r io.Reader, index uint64) error {
 			break
 		}
 		prev = name
-		ls := &limitState{name: name, limit: l, keyed: bucket.NewKeyed(l, bucket.WithSkew(0))}
+		ls := &limitState{name: name, limit: l, keyed: bucket.NewKeyed(l, bucket.WithSkew(0)), admission: spec.Admission, grantTTL: int64(spec.GrantTTL)}
 		limits[name] = ls
 		prevKey, first := "", true
 		for m := d.uvarint(); m > 0 && d.err == nil; m-- {
@@ -294,6 +330,10 @@ func (f *FSM) Restore(r io.Reader, index uint64) error {
 		}
 		dedup.insert(e, full)
 	}
+	escrow := newEscrow()
+	if version >= 3 {
+		readGrants(&d, escrow, limits)
+	}
 	if d.err != nil {
 		return fmt.Errorf("%w: %w", ErrCorruptSnapshot, d.err)
 	}
@@ -310,11 +350,38 @@ func (f *FSM) Restore(r io.Reader, index uint64) error {
 	}
 	f.mu.Lock()
 	f.clock, f.cursor, f.nextSweep = clock, int(cursor), nextSweep
-	f.members, f.limits, f.dedup = members, limits, dedup
+	f.members, f.limits, f.dedup, f.escrow = members, limits, dedup, escrow
 	f.mu.Unlock()
 	f.halted.Store(nil)
 	f.applied.Store(index)
 	return nil
+}
+
+// readGrants decodes the escrow section, checking what the encoder guarantees: IDs in order, each
+// grant's limit present, its flags consistent.
+func readGrants(d *decoder, escrow *escrowState, limits map[string]*limitState) {
+	prev := ""
+	for n := d.uvarint(); n > 0 && d.err == nil; n-- {
+		g := &grant{id: d.str(), holder: d.str(), limit: d.str(), key: d.str(), tokens: d.varint(), expires: d.varint(), ttl: d.varint()}
+		flags := d.byte()
+		if d.err != nil {
+			return
+		}
+		g.live, g.expired = flags&1 != 0, flags&2 != 0
+		switch ls := limits[g.limit]; {
+		case len(escrow.grants) > 0 && g.id <= prev:
+			d.fail("grant %q out of order or repeated", g.id)
+		case ls == nil:
+			d.fail("grant %q of unknown limit %q", g.id, g.limit)
+		case flags > 3 || g.live && g.expired || g.tokens <= 0 || g.tokens > ls.limit.Burst() || g.ttl <= 0:
+			d.fail("grant %q is malformed", g.id)
+		}
+		if d.err != nil {
+			return
+		}
+		prev = g.id
+		escrow.add(g)
+	}
 }
 
 // encoder writes varints and strings, keeping the first error.

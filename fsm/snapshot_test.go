@@ -111,8 +111,32 @@ func validBody(mod func(*snapBody) *snapBody) []byte {
 	return s.b
 }
 
+// validBody3 returns a valid version 3 body: the state of validBody with the limit in local
+// admission and grants written by grants (nil: none).
+func validBody3(grants func(*snapBody) *snapBody) []byte {
+	s := (&snapBody{}).header(3)
+	s.u(0)
+	s.u(1).str("api").v(10).v(int64(time.Second)).v(10).raw(1).v(int64(time.Second))
+	s.u(1).str("k").u(5 * uint64(100*time.Millisecond)).v(t0)
+	s.u(0) // request IDs
+	if grants == nil {
+		return s.u(0).b
+	}
+	return grants(s).b
+}
+
 func TestSnapshot_RestoreOfMalformedSnapshotsFails(t *testing.T) {
 	good := withChecksum(validBody(nil))
+	{ // a version 2 snapshot restores
+		f := newFSM(t)
+		mustRestore(t, f, good, 1)
+		if got := remaining(t, f, "api", "k", t0); got != 5 {
+			t.Fatalf("crafted v2 snapshot: k holds %d, want 5", got)
+		}
+	}
+	good = withChecksum(validBody3(func(s *snapBody) *snapBody {
+		return s.u(1).str("g1").str("n1").str("api").str("k").v(3).v(t0 + int64(time.Second)).v(int64(time.Second)).raw(1)
+	}))
 	{ // the builder writes what Persist writes
 		f := newFSM(t)
 		mustRestore(t, f, good, 1)
@@ -129,7 +153,7 @@ func TestSnapshot_RestoreOfMalformedSnapshotsFails(t *testing.T) {
 		"bad magic":              withChecksum(append([]byte("LIMITFSN"), validBody(nil)[8:]...)),
 		"other file":             []byte("{\"clock\": 1}\n" + string(bytes.Repeat([]byte{0}, 64))),
 		"version 0":              withChecksum(append(header(0).b, validBody(nil)[len(header(1).b):]...)),
-		"version 3":              withChecksum(append(header(3).b, validBody(nil)[len(header(1).b):]...)),
+		"version 4":              withChecksum(append(header(4).b, validBody3(nil)[len(header(1).b):]...)),
 		"version 255":            withChecksum(append(header(255).b, validBody(nil)[len(header(1).b):]...)),
 		"no checksum":            validBody(nil),
 		"short checksum":         good[:len(good)-1],
@@ -174,7 +198,24 @@ func TestSnapshot_RestoreOfMalformedSnapshotsFails(t *testing.T) {
 			s.b = s.b[:len(s.b)-1]
 			return s.u(1).str("r").u(7).v(t0).raw(0).u(1 << 50)
 		})[len(header(2).b):]...)),
-		"varint overflow": withChecksum(append(header(1).b[:len(header(1).b)-1], bytes.Repeat([]byte{0xff}, 11)...)),
+		"admission 7": withChecksum(append(header(3).b, bytes.Replace(validBody3(nil)[len(header(1).b):], []byte{20, 1}, []byte{20, 7}, 1)...)),
+		"local limit without a TTL": withChecksum(append(header(3).b, bytes.Replace(validBody3(nil)[len(header(1).b):],
+			binary.AppendVarint([]byte{20, 1}, int64(time.Second)), []byte{20, 1, 0}, 1)...)),
+		"grant of an unknown limit": withChecksum(validBody3(func(s *snapBody) *snapBody {
+			return s.u(1).str("g1").str("n1").str("web").str("k").v(3).v(t0).v(int64(time.Second)).raw(1)
+		})),
+		"grant above the burst": withChecksum(validBody3(func(s *snapBody) *snapBody {
+			return s.u(1).str("g1").str("n1").str("api").str("k").v(11).v(t0).v(int64(time.Second)).raw(1)
+		})),
+		"grant live and expired": withChecksum(validBody3(func(s *snapBody) *snapBody {
+			return s.u(1).str("g1").str("n1").str("api").str("k").v(3).v(t0).v(int64(time.Second)).raw(3)
+		})),
+		"grants out of order": withChecksum(validBody3(func(s *snapBody) *snapBody {
+			s.u(2).str("g2").str("n1").str("api").str("k").v(3).v(t0).v(int64(time.Second)).raw(1)
+			return s.str("g1").str("n1").str("api").str("k").v(3).v(t0).v(int64(time.Second)).raw(1)
+		})),
+		"grant count beyond data": withChecksum(validBody3(func(s *snapBody) *snapBody { return s.u(1 << 40) })),
+		"varint overflow":         withChecksum(append(header(1).b[:len(header(1).b)-1], bytes.Repeat([]byte{0xff}, 11)...)),
 	}
 	for name, b := range cases {
 		t.Run(name, func(t *testing.T) {
