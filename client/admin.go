@@ -47,10 +47,30 @@ func adminRemove[T any](ctx context.Context, c *Client, fn func(ctx context.Cont
 // SetLimit creates the named limit or changes it live (burst 0 means burst = rate).
 // Setting the same values again is harmless, so it is safe to retry.
 func (c *Client) SetLimit(ctx context.Context, name string, rate int64, per time.Duration, burst int64) (*limiterpb.LimitInfo, error) {
-	req := &limiterpb.SetLimitRequest{Name: name, Rate: rate, PeriodNanos: int64(per), Burst: burst}
-	return admin(ctx, c, func(ctx context.Context, a limiterpb.AdminClient, o ...grpc.CallOption) (*limiterpb.LimitInfo, error) {
+	return c.SetLimitSpec(ctx, LimitSpec{Name: name, Rate: rate, Per: per, Burst: burst})
+}
+
+// LimitSpec is a limit with its admission mode.
+type LimitSpec struct {
+	Name      string
+	Rate      int64
+	Per       time.Duration
+	Burst     int64  // 0: the rate
+	Admission string // "linearizable" (the default when empty) or "local"
+	GrantTTL  time.Duration
+}
+
+// SetLimitSpec creates or changes a limit, admission mode included.
+func (c *Client) SetLimitSpec(ctx context.Context, spec LimitSpec) (*limiterpb.LimitInfo, error) {
+	req := &limiterpb.SetLimitRequest{Name: spec.Name, Rate: spec.Rate, PeriodNanos: int64(spec.Per), Burst: spec.Burst,
+		Admission: spec.Admission, GrantTtlNanos: int64(spec.GrantTTL)}
+	info, err := admin(ctx, c, func(ctx context.Context, a limiterpb.AdminClient, o ...grpc.CallOption) (*limiterpb.LimitInfo, error) {
 		return a.SetLimit(ctx, req, o...)
 	})
+	if err == nil {
+		c.learn(spec.Name, info.GetAdmission())
+	}
+	return info, err
 }
 
 // GetLimit returns the named limit.

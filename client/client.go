@@ -58,6 +58,11 @@ type Options struct {
 	// AddressMap translates the leader addresses that nodes name in their hints into the
 	// addresses this client should dial (for clients behind NAT or a proxy per node).
 	AddressMap map[string]string
+	// Home is the member that takes on limits in local admission go to (the nearest one: it
+	// answers them from its own escrow). Default: the first address given; when it stops
+	// answering, the next. A take's retries stay on the member that first got it while it
+	// answers, so they are answered from its exactly-once table.
+	Home string
 }
 
 // Client talks to a limiterd cluster. It is safe for concurrent use.
@@ -72,6 +77,8 @@ type Client struct {
 	conns    map[string]*grpc.ClientConn
 	leader   string // the address that last answered as leader or was named as leader
 	next     int    // round-robin position when no leader is known
+	home     string
+	local    map[string]bool // limits known to be in local admission
 }
 
 // New returns a client for the nodes at addrs (host:port). It does not connect until used.
@@ -102,7 +109,11 @@ func New(addrs []string, opts Options) (*Client, error) {
 			}
 		}
 	}
-	return &Client{addrs: clean, opts: opts, strict: strict, conns: map[string]*grpc.ClientConn{}}, nil
+	home := opts.Home
+	if home == "" {
+		home = clean[0]
+	}
+	return &Client{addrs: clean, opts: opts, strict: strict, conns: map[string]*grpc.ClientConn{}, home: home, local: map[string]bool{}}, nil
 }
 
 // reconnect caps gRPC's reconnect backoff at 3 s (its default grows to 120 s), so a client
@@ -186,9 +197,66 @@ func retryable(ctx context.Context, err error) bool {
 	return false
 }
 
+// learn records a limit's admission mode from an answer.
+func (c *Client) learn(limit, admission string) {
+	if admission == "" {
+		return
+	}
+	c.mu.Lock()
+	c.local[limit] = admission == "local"
+	c.mu.Unlock()
+}
+
+func (c *Client) isLocal(limits ...string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, l := range limits {
+		if !c.local[l] {
+			return false
+		}
+	}
+	return true
+}
+
+// homeAddr is where takes on local limits go.
+func (c *Client) homeAddr() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.home
+}
+
+// leaveHome moves home to the next address after failed (which did not answer).
+func (c *Client) leaveHome(failed string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.home != failed {
+		return
+	}
+	for i, a := range c.addrs {
+		if a == failed {
+			c.home = c.addrs[(i+1)%len(c.addrs)]
+			return
+		}
+	}
+	c.home = c.addrs[0]
+}
+
+// callFn is one attempt of a call on a connection.
+type callFn func(ctx context.Context, conn *grpc.ClientConn, opts ...grpc.CallOption) error
+
+// callHome runs fn on the home member (takes on local limits). A member that answers keeps the
+// call, retries included (an Unavailable that says it has no escrow is an answer); one that does
+// not answer loses it, and home, to the next member. A retry there may be charged again: that is
+// over-charging, never over-admission.
+func (c *Client) callHome(ctx context.Context, fn callFn) error {
+	return c.run(ctx, fn, true)
+}
+
 // call runs fn against the cluster with leader discovery and retries. fn must be idempotent:
 // takes are, because they carry one request ID across every attempt.
-func (c *Client) call(ctx context.Context, fn func(ctx context.Context, conn *grpc.ClientConn, opts ...grpc.CallOption) error) error {
+func (c *Client) call(ctx context.Context, fn callFn) error { return c.run(ctx, fn, false) }
+
+func (c *Client) run(ctx context.Context, fn callFn, home bool) error {
 	start := time.Now()
 	deadline := start.Add(c.opts.RetryFor)
 	backoff := 5 * time.Millisecond
@@ -196,6 +264,9 @@ func (c *Client) call(ctx context.Context, fn func(ctx context.Context, conn *gr
 	windowChecked := false
 	for attempt := 0; ; attempt++ {
 		addr := c.target()
+		if home {
+			addr = c.homeAddr()
+		}
 		conn, err := c.conn(addr)
 		if err != nil {
 			return err
@@ -204,6 +275,9 @@ func (c *Client) call(ctx context.Context, fn func(ctx context.Context, conn *gr
 		var trailer metadata.MD
 		err = fn(actx, conn, grpc.Trailer(&trailer))
 		cancel()
+		if err == nil && home {
+			return nil
+		}
 		if err == nil {
 			// A follower that forwarded the call names the leader: go there next time.
 			if hint := c.translate(trailer.Get(LeaderHeader)); hint != "" {
@@ -226,7 +300,11 @@ func (c *Client) call(ctx context.Context, fn func(ctx context.Context, conn *gr
 				}
 			}
 		}
-		if hint := c.translate(trailer.Get(LeaderHeader)); hint != "" && hint != addr {
+		if home {
+			if !strings.Contains(err.Error(), "no escrow") {
+				c.leaveHome(addr)
+			}
+		} else if hint := c.translate(trailer.Get(LeaderHeader)); hint != "" && hint != addr {
 			c.setLeader(hint)
 			if attempt < 2*len(c.addrs) {
 				continue // a named leader: go there at once
@@ -360,6 +438,9 @@ type TakeResult struct {
 	Decision
 	Replayed  bool
 	RequestID string
+	// LocalNode is the member that answered from its escrow (a limit in local admission), or ""
+	// when the take was decided in the log.
+	LocalNode string
 }
 
 // Take consumes cost tokens (0 means 1) for key under limit. requestID may be "" for a fresh
@@ -370,14 +451,21 @@ func (c *Client) Take(ctx context.Context, limit, key string, cost int64, reques
 	}
 	req := &limiterpb.TakeRequest{Limit: limit, Key: key, Cost: cost, RequestId: requestID}
 	var resp *limiterpb.TakeResponse
-	err := c.call(ctx, func(ctx context.Context, conn *grpc.ClientConn, o ...grpc.CallOption) (err error) {
+	fn := func(ctx context.Context, conn *grpc.ClientConn, o ...grpc.CallOption) (err error) {
 		resp, err = limiterpb.NewRateLimiterClient(conn).Take(ctx, req, o...)
 		return err
-	})
+	}
+	var err error
+	if c.isLocal(limit) {
+		err = c.callHome(ctx, fn)
+	} else {
+		err = c.call(ctx, fn)
+	}
 	if err != nil {
 		return TakeResult{RequestID: requestID}, err
 	}
-	return TakeResult{Decision: fromPB(resp.GetDecision()), Replayed: resp.GetReplayed(), RequestID: requestID}, nil
+	c.learn(limit, resp.GetAdmission())
+	return TakeResult{Decision: fromPB(resp.GetDecision()), Replayed: resp.GetReplayed(), RequestID: requestID, LocalNode: resp.GetLocalNode()}, nil
 }
 
 // Item is one take in a TakeMany call.
@@ -397,10 +485,20 @@ func (c *Client) TakeMany(ctx context.Context, items []Item, requestID string) (
 		req.Items = append(req.Items, &limiterpb.TakeItem{Limit: it.Limit, Key: it.Key, Cost: it.Cost})
 	}
 	var resp *limiterpb.TakeManyResponse
-	err := c.call(ctx, func(ctx context.Context, conn *grpc.ClientConn, o ...grpc.CallOption) (err error) {
+	fn := func(ctx context.Context, conn *grpc.ClientConn, o ...grpc.CallOption) (err error) {
 		resp, err = limiterpb.NewRateLimiterClient(conn).TakeMany(ctx, req, o...)
 		return err
-	})
+	}
+	limits := make([]string, len(items))
+	for i, it := range items {
+		limits[i] = it.Limit
+	}
+	var err error
+	if len(items) > 0 && c.isLocal(limits...) {
+		err = c.callHome(ctx, fn)
+	} else {
+		err = c.call(ctx, fn)
+	}
 	if err != nil {
 		return nil, false, err
 	}

@@ -261,6 +261,9 @@ func Decode(b []byte) (Command, error) {
 	return c, nil
 }
 
+// Fingerprint identifies a take's content (its items, not its request ID).
+func (t *Take) Fingerprint() uint64 { return t.fingerprint() }
+
 // fingerprint identifies a take's content, so a request ID reused for a different request is
 // refused instead of answered with another request's decision.
 func (t *Take) fingerprint() uint64 {

@@ -56,10 +56,10 @@ const (
 	DefaultGrantTTL = 2 * time.Second
 	MinGrantTTL     = 100 * time.Millisecond
 	MaxGrantTTL     = time.Minute
-	// MaxGrantsPerLimit bounds the grants (live and tombstones) of one limit.
-	MaxGrantsPerLimit = 4096
+	// MaxGrantsPerLimit bounds the grants (live and tombstones) of one limit: about 13 MiB.
+	MaxGrantsPerLimit = 1 << 16
 	// MaxGrantsPerHolder bounds the live grants one holder has on one limit.
-	MaxGrantsPerHolder = 64
+	MaxGrantsPerHolder = 1 << 12
 )
 
 // Errors of escrow commands.

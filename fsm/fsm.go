@@ -380,6 +380,13 @@ func (ls *limitState) info() *LimitInfo {
 		Admission: ls.admission, GrantTTL: time.Duration(ls.grantTTL)}
 }
 
+// Check validates the admission fields of a spec the way Apply will (the rate, period and burst
+// are checked by bucket.NewLimit there), so a bad spec is refused before it reaches the log.
+func (spec LimitSpec) Check() error {
+	_, err := spec.effectiveTTL()
+	return err
+}
+
 // effectiveTTL checks the admission fields of a spec and returns the grant TTL it sets: the
 // default for a local limit without one, none for a linearizable limit.
 func (spec LimitSpec) effectiveTTL() (time.Duration, error) {

@@ -27,12 +27,15 @@ import (
 //     would apply the same log to a different state.
 //   - 'P' + one JSON request line, answered with one JSON line: discovery (is there state here,
 //     which cluster, who leads) and the rejoin of a member that lost its volume (discover.go).
+//   - 'G' + the same hello as 'R', then escrow requests from a member to the leader, one JSON
+//     line each way per request, many in flight (escrowwire.go). It is refused like 'R'.
 //
 // A first byte below 8 is raft's own protocol from a member of an older version (raft's RPC type
 // bytes are 0-4), accepted as before so a rolling upgrade keeps replicating to upgraded members.
 const (
 	muxRaft  = 'R'
 	muxProbe = 'P'
+	muxGrant = 'G'
 	// muxHandshakeTimeout bounds the TLS handshake and first bytes of an accepted connection, so a
 	// hung or hostile peer holds only its own goroutine.
 	muxHandshakeTimeout = 5 * time.Second
@@ -50,6 +53,7 @@ type muxStream struct {
 	raftOn    atomic.Bool
 	fsmPrint  uint64 // fsm.Config.Fingerprint of this node
 	probe     func(probeRequest) probeResponse
+	escrow    func(net.Conn, *bufio.Reader) // serves one 'G' connection; nil: refused
 	log       *slog.Logger
 	conns     chan net.Conn
 	closed    chan struct{}
@@ -95,8 +99,8 @@ func (m *muxStream) stopDialing() {
 	}
 }
 
-func newMuxStream(inner raft.StreamLayer, clusterID string, fsmPrint uint64, probe func(probeRequest) probeResponse, log *slog.Logger) *muxStream {
-	m := &muxStream{inner: inner, fsmPrint: fsmPrint, probe: probe, log: log, conns: make(chan net.Conn), closed: make(chan struct{})}
+func newMuxStream(inner raft.StreamLayer, clusterID string, fsmPrint uint64, probe func(probeRequest) probeResponse, escrow func(net.Conn, *bufio.Reader), log *slog.Logger) *muxStream {
+	m := &muxStream{inner: inner, fsmPrint: fsmPrint, probe: probe, escrow: escrow, log: log, conns: make(chan net.Conn), closed: make(chan struct{})}
 	m.setClusterID(clusterID)
 	go m.acceptLoop()
 	return m
@@ -142,29 +146,18 @@ func (m *muxStream) serve(c net.Conn) {
 		}
 		_ = writeJSONLine(c, m.probe(req))
 		return
-	case b == muxRaft:
+	case b == muxGrant:
 		_, _ = br.ReadByte()
-		theirs, err := readShortString(br)
-		var print [8]byte
-		if err == nil {
-			_, err = io.ReadFull(br, print[:])
-		}
-		if err != nil {
+		if !m.acceptHello(c, br) || m.escrow == nil || !m.raftOn.Load() {
 			c.Close()
 			return
 		}
-		why := ""
-		if ours := m.ClusterID(); ours != "" && theirs != "" && ours != theirs {
-			why = fmt.Sprintf("it belongs to cluster %s, this node to %s", theirs, ours)
-		} else if p := binary.LittleEndian.Uint64(print[:]); p != m.fsmPrint {
-			why = "its state machine parameters differ from this node's (every member needs the same --dedup-memory)"
-		}
-		if why != "" {
-			m.refused.Add(1)
-			if now := time.Now().UnixNano(); now-m.lastWarn.Load() > int64(10*time.Second) {
-				m.lastWarn.Store(now)
-				m.log.Error("refused a Raft connection", "remote", c.RemoteAddr().String(), "why", why)
-			}
+		_ = c.SetDeadline(time.Time{})
+		m.escrow(c, br)
+		return
+	case b == muxRaft:
+		_, _ = br.ReadByte()
+		if !m.acceptHello(c, br) {
 			c.Close()
 			return
 		}
@@ -183,6 +176,41 @@ func (m *muxStream) serve(c net.Conn) {
 	case <-m.closed:
 		c.Close()
 	}
+}
+
+// acceptHello reads the dialer's cluster ID and state machine fingerprint and reports whether
+// they match ours (logging a refusal, at most every 10 s).
+func (m *muxStream) acceptHello(c net.Conn, br *bufio.Reader) bool {
+	theirs, err := readShortString(br)
+	var print [8]byte
+	if err == nil {
+		_, err = io.ReadFull(br, print[:])
+	}
+	if err != nil {
+		return false
+	}
+	why := ""
+	if ours := m.ClusterID(); ours != "" && theirs != "" && ours != theirs {
+		why = fmt.Sprintf("it belongs to cluster %s, this node to %s", theirs, ours)
+	} else if p := binary.LittleEndian.Uint64(print[:]); p != m.fsmPrint {
+		why = "its state machine parameters differ from this node's (every member needs the same --dedup-memory)"
+	}
+	if why == "" {
+		return true
+	}
+	m.refused.Add(1)
+	if now := time.Now().UnixNano(); now-m.lastWarn.Load() > int64(10*time.Second) {
+		m.lastWarn.Store(now)
+		m.log.Error("refused a Raft connection", "remote", c.RemoteAddr().String(), "why", why)
+	}
+	return false
+}
+
+// hello is what a dialer sends after the protocol byte: our cluster ID and fingerprint.
+func (m *muxStream) hello(proto byte) []byte {
+	id := m.ClusterID()
+	b := append([]byte{proto, byte(len(id))}, id...)
+	return binary.LittleEndian.AppendUint64(b, m.fsmPrint)
 }
 
 // Accept returns the next Raft connection (raft's transport calls it).
@@ -220,9 +248,7 @@ func (m *muxStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Co
 	if err != nil {
 		return nil, err
 	}
-	id := m.ClusterID()
-	hello := append([]byte{muxRaft, byte(len(id))}, id...)
-	hello = binary.LittleEndian.AppendUint64(hello, m.fsmPrint)
+	hello := m.hello(muxRaft)
 	_ = c.SetWriteDeadline(time.Now().Add(timeout))
 	if _, err := c.Write(hello); err != nil {
 		c.Close()

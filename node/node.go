@@ -40,9 +40,13 @@ type Node struct {
 	started  atomic.Bool // raft is running (n.raft is set)
 	fsmPrint uint64      // fsm.Config.Fingerprint, for discovery and the Raft handshake
 
-	batch *batcher
-	clock stampClock
-	lease leaseState
+	batch  *batcher
+	holder *holder // this member's escrow for local limits (holder.go)
+	// ctx ends when the node shuts down (for work not tied to a caller).
+	ctx    context.Context
+	cancel context.CancelFunc
+	clock  stampClock
+	lease  leaseState
 	// configChanges counts membership changes in progress: the lease is not held during them,
 	// because they change which servers form a quorum.
 	configChanges atomic.Int32
@@ -89,6 +93,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		cfg.Logger = slog.Default()
 	}
 	n := &Node{cfg: cfg, name: cfg.ID, log: cfg.Logger.With("node", cfg.ID), shutdownCh: make(chan struct{})}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
 		if !ok {
@@ -159,7 +164,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	// The Raft port answers discovery from here on; Raft connections wait for raft to run.
 	// (n.mux is assigned after its goroutines start: answerProbe must not read it.)
 	n.fsmPrint = cfg.FSM.Fingerprint()
-	n.mux = newMuxStream(stream, meta.ClusterID, n.fsmPrint, n.answerProbe, n.log)
+	n.holder = newHolder(n)
+	n.mux = newMuxStream(stream, meta.ClusterID, n.fsmPrint, n.answerProbe, n.serveEscrow, n.log)
 	tc := &raft.NetworkTransportConfig{Stream: n.mux, MaxPool: 3, Timeout: 10 * time.Second, Logger: hl}
 	// raft also asks for this node's own ID (EncodePeer on every heartbeat): answer it with the
 	// advertised address so that is not a warning per heartbeat. Peers are found by Raft ID or,
@@ -256,6 +262,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 
 	n.batch = newBatcher(n)
 	n.spawn(n.batch.run)
+	n.spawn(n.holder.run)
 	n.spawn(n.watchLeadership)
 	if n.cfg.ID != n.name {
 		// A new identity after a lost volume (this start or an earlier one, which may have stopped
@@ -305,6 +312,7 @@ func (n *Node) Shutdown() error {
 		n.stopping = true
 		n.spawnMu.Unlock()
 		close(n.shutdownCh)
+		n.cancel()
 		n.ready.Store(0)
 		n.lease.drop()
 		if n.mux != nil {
@@ -337,6 +345,7 @@ func (n *Node) closeResources() {
 type Observer interface {
 	ObserveBatch(takes int)
 	ObserveSnapshot(d time.Duration)
+	ObserveGrant(d time.Duration) // an escrow grant round, from request to answer
 }
 
 // SetObserver installs o (nil removes it).
@@ -350,6 +359,9 @@ func (n *Node) SetObserver(o Observer) {
 
 // ID is the node's Raft server ID.
 func (n *Node) ID() string { return n.cfg.ID }
+
+// Name is the member's name (its --id), the same across a rejoin under a new Raft ID.
+func (n *Node) Name() string { return n.name }
 
 // RaftAddr is the address Raft advertises.
 func (n *Node) RaftAddr() string { return string(n.trans.LocalAddr()) }

@@ -36,25 +36,29 @@ func (n *Node) propose(ctx context.Context, cmd fsm.Command) (*fsm.Response, err
 	if !n.IsLeader() {
 		return nil, ErrNotLeader
 	}
-	limit := ""
+	var limits []string // no local answer on a limit about to change
 	switch {
 	case cmd.TakeBatch != nil:
 		return nil, fmt.Errorf("propose: takes go through Take")
 	case cmd.SetLimit != nil:
-		limit = cmd.SetLimit.Name
+		limits = []string{cmd.SetLimit.Name}
 	case cmd.DeleteLimit != nil:
-		limit = cmd.DeleteLimit.Name
+		limits = []string{cmd.DeleteLimit.Name}
+	case cmd.Escrow != nil: // grants and settles change buckets too
+		for _, op := range cmd.Escrow {
+			limits = append(limits, op.Limit)
+		}
 	}
-	if limit != "" {
-		n.pending.addLimit(limit, 1) // no local answer on a limit about to change
+	for _, l := range limits {
+		n.pending.addLimit(l, 1)
 	}
 	cmd.Stamp = n.Stamp()
 	f := n.raft.Apply(cmd.Encode(nil), applyEnqueueTimeout)
 	// The pending mark stays until the entry is applied or has failed for good, not until the
 	// caller gives up.
 	err := n.wait(ctx, f, func() {
-		if limit != "" {
-			n.pending.addLimit(limit, -1)
+		for _, l := range limits {
+			n.pending.addLimit(l, -1)
 		}
 	})
 	if err != nil {

@@ -12,7 +12,8 @@ import (
 )
 
 func limitInfo(li *fsm.LimitInfo) *limiterpb.LimitInfo {
-	return &limiterpb.LimitInfo{Name: li.Name, Rate: li.Rate, PeriodNanos: int64(li.Period), Burst: li.Burst, Buckets: int64(li.Buckets)}
+	return &limiterpb.LimitInfo{Name: li.Name, Rate: li.Rate, PeriodNanos: int64(li.Period), Burst: li.Burst, Buckets: int64(li.Buckets),
+		Admission: li.Admission.String(), GrantTtlNanos: int64(li.GrantTTL)}
 }
 
 // SetLimit implements Admin.SetLimit: create a limit, or change it live.
@@ -20,8 +21,17 @@ func (s *Server) SetLimit(ctx context.Context, req *limiterpb.SetLimitRequest) (
 	if err := fsm.CheckName(req.GetName()); err != nil {
 		return nil, invalidArg("name: %v", err)
 	}
+	admission, err := fsm.ParseAdmission(req.GetAdmission())
+	if err != nil {
+		return nil, invalidArg("%v", err)
+	}
+	spec := fsm.LimitSpec{Name: req.GetName(), Rate: req.GetRate(), Period: time.Duration(req.GetPeriodNanos()), Burst: req.GetBurst(),
+		Admission: admission, GrantTTL: time.Duration(req.GetGrantTtlNanos())}
+	if err := spec.Check(); err != nil {
+		return nil, invalidArg("%v", err)
+	}
 	return onLeader(s, ctx, req, adminRPC(limiterpb.AdminClient.SetLimit), func(ctx context.Context) (*limiterpb.LimitInfo, error) {
-		li, err := s.node.SetLimit(ctx, fsm.LimitSpec{Name: req.GetName(), Rate: req.GetRate(), Period: time.Duration(req.GetPeriodNanos()), Burst: req.GetBurst()})
+		li, err := s.node.SetLimit(ctx, spec)
 		if err != nil {
 			return nil, err
 		}
@@ -39,14 +49,23 @@ func (s *Server) GetLimit(ctx context.Context, req *limiterpb.GetLimitRequest) (
 	}
 	return onLeader(s, ctx, req, adminRPC(limiterpb.AdminClient.GetLimit), func(ctx context.Context) (*limiterpb.LimitInfo, error) {
 		var li *fsm.LimitInfo
+		var grants []fsm.GrantInfo
 		var err error
-		if rerr := s.node.Read(ctx, func() { li, err = s.node.FSM().Limit(req.GetName()) }); rerr != nil {
+		read := func() {
+			li, err = s.node.FSM().Limit(req.GetName())
+			grants = s.node.FSM().Grants(req.GetName())
+		}
+		if rerr := s.node.Read(ctx, read); rerr != nil {
 			return nil, rerr
 		}
 		if err != nil {
 			return nil, err
 		}
-		return limitInfo(li), nil
+		info := limitInfo(li)
+		for _, g := range grants {
+			info.Grants = append(info.Grants, &limiterpb.Grant{Id: g.ID, Holder: g.Holder, Key: g.Key, Tokens: g.Tokens, ExpiresUnixNanos: g.Expires, Live: g.Live})
+		}
+		return info, nil
 	})
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 
+	"google.golang.org/grpc/metadata"
+
 	"github.com/limiterd/limiter/api/limiterpb"
 	"github.com/limiterd/limiter/bucket"
 	"github.com/limiterd/limiter/fsm"
@@ -16,12 +18,22 @@ func (s *Server) Take(ctx context.Context, req *limiterpb.TakeRequest) (*limiter
 	if err != nil {
 		return nil, err
 	}
+	if out, ok, err := s.takeLocal(ctx, t, req.GetRequestId() != ""); ok {
+		if err != nil {
+			return nil, err
+		}
+		return &limiterpb.TakeResponse{Decision: decision(out.Results[0]), Replayed: out.Replayed, RequestId: t.RequestID, LocalNode: s.node.Name(), Admission: fsm.AdmitLocal.String()}, nil
+	}
 	return onLeader(s, ctx, req, dataRPC(limiterpb.RateLimiterClient.Take), func(ctx context.Context) (*limiterpb.TakeResponse, error) {
 		out, err := s.node.Take(ctx, t)
 		if err != nil {
 			return nil, err
 		}
-		return &limiterpb.TakeResponse{Decision: decision(out.Results[0]), Replayed: out.Replayed, RequestId: t.RequestID}, nil
+		resp := &limiterpb.TakeResponse{Decision: decision(out.Results[0]), Replayed: out.Replayed, RequestId: t.RequestID}
+		if li, err := s.node.FSM().Limit(t.Items[0].Limit); err == nil {
+			resp.Admission = li.Admission.String()
+		}
+		return resp, nil
 	})
 }
 
@@ -30,6 +42,16 @@ func (s *Server) TakeMany(ctx context.Context, req *limiterpb.TakeManyRequest) (
 	t, err := s.validateTake(req.GetItems(), req.GetRequestId())
 	if err != nil {
 		return nil, err
+	}
+	if out, ok, err := s.takeLocal(ctx, t, req.GetRequestId() != ""); ok {
+		if err != nil {
+			return nil, err
+		}
+		resp := &limiterpb.TakeManyResponse{Replayed: out.Replayed, RequestId: t.RequestID, LocalNode: s.node.Name()}
+		for _, r := range out.Results {
+			resp.Decisions = append(resp.Decisions, decision(r))
+		}
+		return resp, nil
 	}
 	return onLeader(s, ctx, req, dataRPC(limiterpb.RateLimiterClient.TakeMany), func(ctx context.Context) (*limiterpb.TakeManyResponse, error) {
 		out, err := s.node.Take(ctx, t)
@@ -42,6 +64,22 @@ func (s *Server) TakeMany(ctx context.Context, req *limiterpb.TakeManyRequest) (
 		}
 		return resp, nil
 	})
+}
+
+// takeLocal answers a take from this member's escrow when every item is on a limit in local
+// admission (node.TakeLocal); ok is false when the take goes to the leader's log instead. A
+// forwarded take is never answered here: the member that forwarded it chose the log.
+func (s *Server) takeLocal(ctx context.Context, t fsm.Take, clientID bool) (fsm.TakeOutcome, bool, error) {
+	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(forwardedHeader)) > 0 {
+		return fsm.TakeOutcome{}, false, nil
+	}
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	out, ok, err := s.node.TakeLocal(ctx, t, clientID)
+	if !ok {
+		return out, false, nil
+	}
+	return out, true, s.toStatus(ctx, err)
 }
 
 // validateTake checks a take request and converts it to the state machine's form.

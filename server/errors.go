@@ -35,7 +35,7 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 	var code codes.Code
 	switch {
 	case errors.Is(err, node.ErrNotLeader), errors.Is(err, node.ErrShutdown), errors.Is(err, node.ErrBusy),
-		errors.Is(err, node.ErrStorage),
+		errors.Is(err, node.ErrStorage), errors.Is(err, node.ErrNoEscrow),
 		errors.Is(err, fsm.ErrHalted):
 		return s.unavailable(ctx, err)
 	case errors.Is(err, fsm.ErrUnknownLimit), errors.Is(err, node.ErrUnknownMember):

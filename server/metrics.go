@@ -28,6 +28,7 @@ type Metrics struct {
 	latency  *prometheus.HistogramVec
 	batch    prometheus.Histogram
 	snapshot prometheus.Histogram
+	grant    prometheus.Histogram
 }
 
 // NewMetrics registers the metrics of n in a new registry and installs itself as n's observer.
@@ -55,7 +56,12 @@ func NewMetrics(n *node.Node) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 		}),
 	}
-	reg.MustRegister(m.requests, m.latency, m.batch, m.snapshot, &nodeCollector{n: n},
+	m.grant = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "limiterd_grant_duration_seconds",
+		Help:    "Time for this member to get an escrow grant (a round to the leader and a commit).",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
+	})
+	reg.MustRegister(m.requests, m.latency, m.batch, m.snapshot, m.grant, &nodeCollector{n: n}, &escrowCollector{n: n},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	n.SetObserver(m)
 	return m
@@ -66,6 +72,9 @@ func (m *Metrics) ObserveBatch(takes int) { m.batch.Observe(float64(takes)) }
 
 // ObserveSnapshot implements node.Observer.
 func (m *Metrics) ObserveSnapshot(d time.Duration) { m.snapshot.Observe(d.Seconds()) }
+
+// ObserveGrant implements node.Observer.
+func (m *Metrics) ObserveGrant(d time.Duration) { m.grant.Observe(d.Seconds()) }
 
 // Registry is the registry the metrics live in.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
@@ -169,6 +178,47 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descServing, prometheus.GaugeValue, serving)
 	ch <- prometheus.MustNewConstMetric(descBehind, prometheus.GaugeValue, behind)
 	ch <- prometheus.MustNewConstMetric(descLogFail, prometheus.CounterValue, float64(st.LogWriteFailures))
+}
+
+// escrowCollector reads this member's escrow counters (local admission) once per scrape.
+type escrowCollector struct{ n *node.Node }
+
+var (
+	descLocalTakes = prometheus.NewDesc("limiterd_local_takes_total", "Takes on local limits answered from this member's escrow, by decision.", []string{"result"}, nil)
+	descToLog      = prometheus.NewDesc("limiterd_local_to_log_total", "Takes on local limits this member sent to the log (cold keys, a limit at its grant bound).", nil, nil)
+	descGrantReqs  = prometheus.NewDesc("limiterd_grant_requests_total", "Escrow grant rounds this member started.", nil, nil)
+	descGrantFails = prometheus.NewDesc("limiterd_grant_failures_total", "Escrow grant rounds that failed as a whole (no leader reachable).", nil, nil)
+	descHeld       = prometheus.NewDesc("limiterd_escrow_tokens", "Tokens this member holds in escrow and may still admit.", nil, nil)
+	descGranted    = prometheus.NewDesc("limiterd_escrow_granted_tokens_total", "Tokens granted to this member.", nil, nil)
+	descSettled    = prometheus.NewDesc("limiterd_escrow_settled_tokens_total", "Unused tokens this member returned to their buckets.", nil, nil)
+	descStranded   = prometheus.NewDesc("limiterd_escrow_stranded_tokens_total", "Unused tokens this member could not return before their grant ended (under-admission from a partition or a lost leader).", nil, nil)
+	descLiveGrants = prometheus.NewDesc("limiterd_escrow_grants", "Live escrow grants in the replicated state (all holders).", nil, nil)
+	descSpent      = prometheus.NewDesc("limiterd_escrow_ended_unsettled_tokens_total", "Tokens of grants that ended without being returned, as this member applied them: admitted by their holders, or stranded.", nil, nil)
+)
+
+func (c *escrowCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descLocalTakes, descToLog, descGrantReqs, descGrantFails, descHeld, descGranted, descSettled, descStranded, descLiveGrants, descSpent} {
+		ch <- d
+	}
+}
+
+func (c *escrowCollector) Collect(ch chan<- prometheus.Metric) {
+	h := c.n.HolderStats()
+	e := c.n.FSM().Escrow()
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	counter(descLocalTakes, h.Allowed, "allowed")
+	counter(descLocalTakes, h.Denied, "denied")
+	counter(descToLog, h.ToLog)
+	counter(descGrantReqs, h.GrantRequests)
+	counter(descGrantFails, h.Failures)
+	counter(descGranted, h.Granted)
+	counter(descSettled, h.Settled)
+	counter(descStranded, h.Stranded)
+	counter(descSpent, e.Spent)
+	ch <- prometheus.MustNewConstMetric(descHeld, prometheus.GaugeValue, float64(h.Held))
+	ch <- prometheus.MustNewConstMetric(descLiveGrants, prometheus.GaugeValue, float64(e.Grants))
 }
 
 var (

@@ -342,7 +342,13 @@ type TakeResponse struct {
 	// True when this is the recorded answer to an earlier attempt with the same request_id.
 	Replayed bool `protobuf:"varint,2,opt,name=replayed,proto3" json:"replayed,omitempty"`
 	// The request id the decision is recorded under (the server's own when the request had none).
-	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestId string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Set when the take was answered from a member's escrow (a limit in local admission): that
+	// member's name. Empty when it was decided in the log. remaining is then that member's escrow.
+	LocalNode string `protobuf:"bytes,4,opt,name=local_node,json=localNode,proto3" json:"local_node,omitempty"`
+	// The limit's admission mode as the answering member knows it ("linearizable" or "local"), so
+	// a client learns where to send the next take on it.
+	Admission     string `protobuf:"bytes,5,opt,name=admission,proto3" json:"admission,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -394,6 +400,20 @@ func (x *TakeResponse) GetReplayed() bool {
 func (x *TakeResponse) GetRequestId() string {
 	if x != nil {
 		return x.RequestId
+	}
+	return ""
+}
+
+func (x *TakeResponse) GetLocalNode() string {
+	if x != nil {
+		return x.LocalNode
+	}
+	return ""
+}
+
+func (x *TakeResponse) GetAdmission() string {
+	if x != nil {
+		return x.Admission
 	}
 	return ""
 }
@@ -514,9 +534,11 @@ func (x *TakeManyRequest) GetRequestId() string {
 type TakeManyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// One decision per item, in order.
-	Decisions     []*Decision `protobuf:"bytes,1,rep,name=decisions,proto3" json:"decisions,omitempty"`
-	Replayed      bool        `protobuf:"varint,2,opt,name=replayed,proto3" json:"replayed,omitempty"`
-	RequestId     string      `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Decisions []*Decision `protobuf:"bytes,1,rep,name=decisions,proto3" json:"decisions,omitempty"`
+	Replayed  bool        `protobuf:"varint,2,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	RequestId string      `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// As in TakeResponse.
+	LocalNode     string `protobuf:"bytes,4,opt,name=local_node,json=localNode,proto3" json:"local_node,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -568,6 +590,13 @@ func (x *TakeManyResponse) GetReplayed() bool {
 func (x *TakeManyResponse) GetRequestId() string {
 	if x != nil {
 		return x.RequestId
+	}
+	return ""
+}
+
+func (x *TakeManyResponse) GetLocalNode() string {
+	if x != nil {
+		return x.LocalNode
 	}
 	return ""
 }
@@ -703,7 +732,14 @@ type LimitInfo struct {
 	// Bucket capacity; defaults to rate.
 	Burst int64 `protobuf:"varint,4,opt,name=burst,proto3" json:"burst,omitempty"`
 	// Buckets currently held for this limit (keys not yet refilled to full).
-	Buckets       int64 `protobuf:"varint,5,opt,name=buckets,proto3" json:"buckets,omitempty"`
+	Buckets int64 `protobuf:"varint,5,opt,name=buckets,proto3" json:"buckets,omitempty"`
+	// "linearizable" (every take decided in the log) or "local" (takes answered by any member
+	// from tokens escrowed to it; see the README, "Admission modes").
+	Admission string `protobuf:"bytes,6,opt,name=admission,proto3" json:"admission,omitempty"`
+	// How long a grant of a local limit lasts; 0 for a linearizable limit.
+	GrantTtlNanos int64 `protobuf:"varint,7,opt,name=grant_ttl_nanos,json=grantTtlNanos,proto3" json:"grant_ttl_nanos,omitempty"`
+	// GetLimit only: the limit's escrow grants, live and recently ended.
+	Grants        []*Grant `protobuf:"bytes,8,rep,name=grants,proto3" json:"grants,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -773,20 +809,133 @@ func (x *LimitInfo) GetBuckets() int64 {
 	return 0
 }
 
+func (x *LimitInfo) GetAdmission() string {
+	if x != nil {
+		return x.Admission
+	}
+	return ""
+}
+
+func (x *LimitInfo) GetGrantTtlNanos() int64 {
+	if x != nil {
+		return x.GrantTtlNanos
+	}
+	return 0
+}
+
+func (x *LimitInfo) GetGrants() []*Grant {
+	if x != nil {
+		return x.Grants
+	}
+	return nil
+}
+
+// Grant is tokens moved from a bucket into one member's escrow.
+type Grant struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The member holding the tokens.
+	Holder string `protobuf:"bytes,2,opt,name=holder,proto3" json:"holder,omitempty"`
+	Key    string `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	Tokens int64  `protobuf:"varint,4,opt,name=tokens,proto3" json:"tokens,omitempty"`
+	// Log time (Unix nanoseconds) at which an unsettled grant counts as spent.
+	ExpiresUnixNanos int64 `protobuf:"varint,5,opt,name=expires_unix_nanos,json=expiresUnixNanos,proto3" json:"expires_unix_nanos,omitempty"`
+	// False once settled or expired.
+	Live          bool `protobuf:"varint,6,opt,name=live,proto3" json:"live,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Grant) Reset() {
+	*x = Grant{}
+	mi := &file_limiter_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Grant) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Grant) ProtoMessage() {}
+
+func (x *Grant) ProtoReflect() protoreflect.Message {
+	mi := &file_limiter_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Grant.ProtoReflect.Descriptor instead.
+func (*Grant) Descriptor() ([]byte, []int) {
+	return file_limiter_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Grant) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Grant) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
+func (x *Grant) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *Grant) GetTokens() int64 {
+	if x != nil {
+		return x.Tokens
+	}
+	return 0
+}
+
+func (x *Grant) GetExpiresUnixNanos() int64 {
+	if x != nil {
+		return x.ExpiresUnixNanos
+	}
+	return 0
+}
+
+func (x *Grant) GetLive() bool {
+	if x != nil {
+		return x.Live
+	}
+	return false
+}
+
 type SetLimitRequest struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Rate        int64                  `protobuf:"varint,2,opt,name=rate,proto3" json:"rate,omitempty"`
 	PeriodNanos int64                  `protobuf:"varint,3,opt,name=period_nanos,json=periodNanos,proto3" json:"period_nanos,omitempty"`
 	// 0 means burst = rate.
-	Burst         int64 `protobuf:"varint,4,opt,name=burst,proto3" json:"burst,omitempty"`
+	Burst int64 `protobuf:"varint,4,opt,name=burst,proto3" json:"burst,omitempty"`
+	// "linearizable" (the default when empty) or "local".
+	Admission string `protobuf:"bytes,5,opt,name=admission,proto3" json:"admission,omitempty"`
+	// Local admission only: how long a grant lasts, 100ms to 1m; 0 means 2s.
+	GrantTtlNanos int64 `protobuf:"varint,6,opt,name=grant_ttl_nanos,json=grantTtlNanos,proto3" json:"grant_ttl_nanos,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SetLimitRequest) Reset() {
 	*x = SetLimitRequest{}
-	mi := &file_limiter_proto_msgTypes[9]
+	mi := &file_limiter_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -798,7 +947,7 @@ func (x *SetLimitRequest) String() string {
 func (*SetLimitRequest) ProtoMessage() {}
 
 func (x *SetLimitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_limiter_proto_msgTypes[9]
+	mi := &file_limiter_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -811,7 +960,7 @@ func (x *SetLimitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetLimitRequest.ProtoReflect.Descriptor instead.
 func (*SetLimitRequest) Descriptor() ([]byte, []int) {
-	return file_limiter_proto_rawDescGZIP(), []int{9}
+	return file_limiter_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SetLimitRequest) GetName() string {
@@ -842,6 +991,20 @@ func (x *SetLimitRequest) GetBurst() int64 {
 	return 0
 }
 
+func (x *SetLimitRequest) GetAdmission() string {
+	if x != nil {
+		return x.Admission
+	}
+	return ""
+}
+
+func (x *SetLimitRequest) GetGrantTtlNanos() int64 {
+	if x != nil {
+		return x.GrantTtlNanos
+	}
+	return 0
+}
+
 type GetLimitRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -851,7 +1014,7 @@ type GetLimitRequest struct {
 
 func (x *GetLimitRequest) Reset() {
 	*x = GetLimitRequest{}
-	mi := &file_limiter_proto_msgTypes[10]
+	mi := &file_limiter_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -863,7 +1026,7 @@ func (x *GetLimitRequest) String() string {
 func (*GetLimitRequest) ProtoMessage() {}
 
 func (x *GetLimitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_limiter_proto_msgTypes[10]
+	mi := &file_limiter_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -876,7 +1039,7 @@ func (x *GetLimitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLimitRequest.ProtoReflect.Descriptor instead.
 func (*GetLimitRequest) Descriptor() ([]byte, []int) {
-	return file_limiter_proto_rawDescGZIP(), []int{10}
+	return file_limiter_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetLimitRequest) GetName() string {
@@ -894,7 +1057,7 @@ type ListLimitsRequest struct {
 
 func (x *ListLimitsRequest) Reset() {
 	*x = ListLimitsRequest{}
-	mi := &file_limiter_proto_msgTypes[11]
+	mi := &file_limiter_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -906,7 +1069,7 @@ func (x *ListLimitsRequest) String() string {
 func (*ListLimitsRequest) ProtoMessage() {}
 
 func (x *ListLimitsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_limiter_proto_msgTypes[11]
+	mi := &file_limiter_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -919,7 +1082,7 @@ func (x *ListLimitsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLimitsRequest.ProtoReflect.Descriptor instead.
 func (*ListLimitsRequest) Descriptor() ([]byte, []int) {
-	return file_limiter_proto_rawDescGZIP(), []int{11}
+	return file_limiter_proto_rawDescGZIP(), []int{12}
 }
 
 type ListLimitsResponse struct {
@@ -931,7 +1094,7 @@ type ListLimitsResponse struct {
 
 func (x *ListLimitsResponse) Reset() {
 	*x = ListLimitsResponse{}
-	mi := &file_limiter_proto_msgTypes[12]
+	mi := &file_limiter_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -943,7 +1106,7 @@ func (x *ListLimitsResponse) String() string {
 func (*ListLimitsResponse) ProtoMessage() {}
 
 func (x *ListLimitsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_limiter_proto_msgTypes[12]
+	mi := &file_limiter_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -956,7 +1119,7 @@ func (x *ListLimitsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLimitsResponse.ProtoReflect.Descriptor instead.
 func (*ListLimitsResponse) Descriptor() ([]byte, []int) {
-	return file_limiter_proto_rawDescGZIP(), []int{12}
+	return file_limiter_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListLimitsResponse) GetLimits() []*LimitInfo {
@@ -975,7 +1138,7 @@ type DeleteLimitRequest struct {
 
 func (x *DeleteLimitRequest) Reset() {
 	*x = DeleteLimitRequest{}
-	mi := &file_limiter_proto_msgTypes[13]
+	mi := &file_limiter_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -987,7 +1150,7 @@ func (x *DeleteLimitRequest) String() string {
 func (*DeleteLimitRequest) ProtoMessage() {}
 
 func (x *DeleteLimitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_limiter_proto_msgTypes[13]
+	mi := &file_limiter_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1000,7 +1163,7 @@ func (x *DeleteLimitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteLimitRequest.ProtoReflect.Descriptor instead.
 func (*DeleteLimitRequest) Descriptor() ([]byte, []int) {
-	return file_limiter_proto_rawDescGZIP(), []int{13}
+	return file_limiter_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DeleteLimitRequest) GetName() string {
@@ -1018,7 +1181,7 @@ type DeleteLimitResponse struct {
 
 func (x *DeleteLimitResponse) Reset() {
 	*x = DeleteLimitResponse{}
-	mi := &file_limiter_proto_msgTypes[14]
+	mi := &file_limiter_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1030,7 +1193,7 @@ func (x *DeleteLimitResponse) String() string {
 func (*DeleteLimitResponse) ProtoMessage() {}
 
 func (x *DeleteLimitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_limiter_proto_msgTypes[14]
+	mi := &file_limiter_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1043,7 +1206,7 @@ func (x *DeleteLimitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteLimitResponse.ProtoReflect.Descriptor instead.
 func (*DeleteLimitResponse) Descriptor() ([]byte, []int) {
-	return file_limiter_proto_rawDescGZIP(), []int{14}
+	return file_limiter_proto_rawDescGZIP(), []int{15}
 }
 
 type Member struct {
@@ -1064,7 +1227,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_limiter_proto_msgTypes[15]
+	mi := &file_limiter_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1076,7 +1239,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_limiter_proto_msgTypes[15]
+	mi := &file_limiter_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1089,7 +1252,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_limiter_proto_rawDescGZIP(), []int{15}
+	return file_limiter_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Member) GetId() string {
@@ -1149,7 +1312,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_limiter_proto_msgTypes[16]
+	mi := &file_limiter_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1161,7 +1324,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_limiter_proto_msgTypes[16]
+	mi := &file_limiter_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1174,7 +1337,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_limiter_proto_rawDescGZIP(), []int{16}
+	return file_limiter_proto_rawDescGZIP(), []int{17}
 }
 
 type ListMembersResponse struct {
@@ -1186,7 +1349,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_limiter_proto_msgTypes[17]
+	mi := &file_limiter_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1198,7 +1361,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_limiter_proto_msgTypes[17]
+	mi := &file_limiter_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1211,7 +1374,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_limiter_proto_rawDescGZIP(), []int{17}
+	return file_limiter_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -1232,7 +1395,7 @@ type AddVoterRequest struct {
 
 func (x *AddVoterRequest) Reset() {
 	*x = AddVoterRequest{}
-	mi := &file_limiter_proto_msgTypes[18]
+	mi := &file_limiter_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1244,7 +1407,7 @@ func (x *AddVoterRequest) String() string {
 func (*AddVoterRequest) ProtoMessage() {}
 
 func (x *AddVoterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_limiter_proto_msgTypes[18]
+	mi := &file_limiter_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1257,7 +1420,7 @@ func (x *AddVoterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddVoterRequest.ProtoReflect.Descriptor instead.
 func (*AddVoterRequest) Descriptor() ([]byte, []int) {
-	return file_limiter_proto_rawDescGZIP(), []int{18}
+	return file_limiter_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AddVoterRequest) GetId() string {
@@ -1289,7 +1452,7 @@ type AddVoterResponse struct {
 
 func (x *AddVoterResponse) Reset() {
 	*x = AddVoterResponse{}
-	mi := &file_limiter_proto_msgTypes[19]
+	mi := &file_limiter_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1301,7 +1464,7 @@ func (x *AddVoterResponse) String() string {
 func (*AddVoterResponse) ProtoMessage() {}
 
 func (x *AddVoterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_limiter_proto_msgTypes[19]
+	mi := &file_limiter_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1314,7 +1477,7 @@ func (x *AddVoterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddVoterResponse.ProtoReflect.Descriptor instead.
 func (*AddVoterResponse) Descriptor() ([]byte, []int) {
-	return file_limiter_proto_rawDescGZIP(), []int{19}
+	return file_limiter_proto_rawDescGZIP(), []int{20}
 }
 
 type RemoveServerRequest struct {
@@ -1326,7 +1489,7 @@ type RemoveServerRequest struct {
 
 func (x *RemoveServerRequest) Reset() {
 	*x = RemoveServerRequest{}
-	mi := &file_limiter_proto_msgTypes[20]
+	mi := &file_limiter_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1338,7 +1501,7 @@ func (x *RemoveServerRequest) String() string {
 func (*RemoveServerRequest) ProtoMessage() {}
 
 func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_limiter_proto_msgTypes[20]
+	mi := &file_limiter_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1351,7 +1514,7 @@ func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveServerRequest) Descriptor() ([]byte, []int) {
-	return file_limiter_proto_rawDescGZIP(), []int{20}
+	return file_limiter_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RemoveServerRequest) GetId() string {
@@ -1369,7 +1532,7 @@ type RemoveServerResponse struct {
 
 func (x *RemoveServerResponse) Reset() {
 	*x = RemoveServerResponse{}
-	mi := &file_limiter_proto_msgTypes[21]
+	mi := &file_limiter_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1381,7 +1544,7 @@ func (x *RemoveServerResponse) String() string {
 func (*RemoveServerResponse) ProtoMessage() {}
 
 func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_limiter_proto_msgTypes[21]
+	mi := &file_limiter_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1394,7 +1557,7 @@ func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveServerResponse) Descriptor() ([]byte, []int) {
-	return file_limiter_proto_rawDescGZIP(), []int{21}
+	return file_limiter_proto_rawDescGZIP(), []int{22}
 }
 
 type TransferLeadershipRequest struct {
@@ -1406,7 +1569,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_limiter_proto_msgTypes[22]
+	mi := &file_limiter_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1418,7 +1581,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_limiter_proto_msgTypes[22]
+	mi := &file_limiter_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1431,7 +1594,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_limiter_proto_rawDescGZIP(), []int{22}
+	return file_limiter_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *TransferLeadershipRequest) GetId() string {
@@ -1450,7 +1613,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_limiter_proto_msgTypes[23]
+	mi := &file_limiter_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1462,7 +1625,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_limiter_proto_msgTypes[23]
+	mi := &file_limiter_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1475,7 +1638,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_limiter_proto_rawDescGZIP(), []int{23}
+	return file_limiter_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *TransferLeadershipResponse) GetLeaderId() string {
@@ -1496,7 +1659,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_limiter_proto_msgTypes[24]
+	mi := &file_limiter_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1508,7 +1671,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_limiter_proto_msgTypes[24]
+	mi := &file_limiter_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1521,7 +1684,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_limiter_proto_rawDescGZIP(), []int{24}
+	return file_limiter_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *StatusRequest) GetIncludeStateHash() bool {
@@ -1578,7 +1741,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_limiter_proto_msgTypes[25]
+	mi := &file_limiter_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1590,7 +1753,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_limiter_proto_msgTypes[25]
+	mi := &file_limiter_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1603,7 +1766,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_limiter_proto_rawDescGZIP(), []int{25}
+	return file_limiter_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *StatusResponse) GetNodeId() string {
@@ -1782,7 +1945,7 @@ type SaveSnapshotRequest struct {
 
 func (x *SaveSnapshotRequest) Reset() {
 	*x = SaveSnapshotRequest{}
-	mi := &file_limiter_proto_msgTypes[26]
+	mi := &file_limiter_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1794,7 +1957,7 @@ func (x *SaveSnapshotRequest) String() string {
 func (*SaveSnapshotRequest) ProtoMessage() {}
 
 func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_limiter_proto_msgTypes[26]
+	mi := &file_limiter_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1807,7 +1970,7 @@ func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SaveSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_limiter_proto_rawDescGZIP(), []int{26}
+	return file_limiter_proto_rawDescGZIP(), []int{27}
 }
 
 type SnapshotChunk struct {
@@ -1819,7 +1982,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_limiter_proto_msgTypes[27]
+	mi := &file_limiter_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1831,7 +1994,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_limiter_proto_msgTypes[27]
+	mi := &file_limiter_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1844,7 +2007,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_limiter_proto_rawDescGZIP(), []int{27}
+	return file_limiter_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SnapshotChunk) GetData() []byte {
@@ -1866,7 +2029,7 @@ type RestoreSnapshotResponse struct {
 
 func (x *RestoreSnapshotResponse) Reset() {
 	*x = RestoreSnapshotResponse{}
-	mi := &file_limiter_proto_msgTypes[28]
+	mi := &file_limiter_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1878,7 +2041,7 @@ func (x *RestoreSnapshotResponse) String() string {
 func (*RestoreSnapshotResponse) ProtoMessage() {}
 
 func (x *RestoreSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_limiter_proto_msgTypes[28]
+	mi := &file_limiter_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1891,7 +2054,7 @@ func (x *RestoreSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*RestoreSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_limiter_proto_rawDescGZIP(), []int{28}
+	return file_limiter_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RestoreSnapshotResponse) GetLimits() int64 {
@@ -1932,12 +2095,15 @@ const file_limiter_proto_rawDesc = "" +
 	"\tremaining\x18\x02 \x01(\x03R\tremaining\x12\x14\n" +
 	"\x05limit\x18\x03 \x01(\x03R\x05limit\x12*\n" +
 	"\x11retry_after_nanos\x18\x04 \x01(\x03R\x0fretryAfterNanos\x12*\n" +
-	"\x11reset_after_nanos\x18\x05 \x01(\x03R\x0fresetAfterNanos\"{\n" +
+	"\x11reset_after_nanos\x18\x05 \x01(\x03R\x0fresetAfterNanos\"\xb8\x01\n" +
 	"\fTakeResponse\x120\n" +
 	"\bdecision\x18\x01 \x01(\v2\x14.limiter.v1.DecisionR\bdecision\x12\x1a\n" +
 	"\breplayed\x18\x02 \x01(\bR\breplayed\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x03 \x01(\tR\trequestId\"F\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\x12\x1d\n" +
+	"\n" +
+	"local_node\x18\x04 \x01(\tR\tlocalNode\x12\x1c\n" +
+	"\tadmission\x18\x05 \x01(\tR\tadmission\"F\n" +
 	"\bTakeItem\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\tR\x05limit\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x12\n" +
@@ -1945,12 +2111,14 @@ const file_limiter_proto_rawDesc = "" +
 	"\x0fTakeManyRequest\x12*\n" +
 	"\x05items\x18\x01 \x03(\v2\x14.limiter.v1.TakeItemR\x05items\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x02 \x01(\tR\trequestId\"\x81\x01\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"\xa0\x01\n" +
 	"\x10TakeManyResponse\x122\n" +
 	"\tdecisions\x18\x01 \x03(\v2\x14.limiter.v1.DecisionR\tdecisions\x12\x1a\n" +
 	"\breplayed\x18\x02 \x01(\bR\breplayed\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x03 \x01(\tR\trequestId\"\x84\x01\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\x12\x1d\n" +
+	"\n" +
+	"local_node\x18\x04 \x01(\tR\tlocalNode\"\x84\x01\n" +
 	"\vPeekRequest\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\tR\x05limit\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x12\n" +
@@ -1958,18 +2126,30 @@ const file_limiter_proto_rawDesc = "" +
 	"\vconsistency\x18\x04 \x01(\x0e2\x17.limiter.v1.ConsistencyR\vconsistency\"i\n" +
 	"\fPeekResponse\x120\n" +
 	"\bdecision\x18\x01 \x01(\v2\x14.limiter.v1.DecisionR\bdecision\x12'\n" +
-	"\x0fstaleness_nanos\x18\x02 \x01(\x03R\x0estalenessNanos\"\x86\x01\n" +
+	"\x0fstaleness_nanos\x18\x02 \x01(\x03R\x0estalenessNanos\"\xf7\x01\n" +
 	"\tLimitInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04rate\x18\x02 \x01(\x03R\x04rate\x12!\n" +
 	"\fperiod_nanos\x18\x03 \x01(\x03R\vperiodNanos\x12\x14\n" +
 	"\x05burst\x18\x04 \x01(\x03R\x05burst\x12\x18\n" +
-	"\abuckets\x18\x05 \x01(\x03R\abuckets\"r\n" +
+	"\abuckets\x18\x05 \x01(\x03R\abuckets\x12\x1c\n" +
+	"\tadmission\x18\x06 \x01(\tR\tadmission\x12&\n" +
+	"\x0fgrant_ttl_nanos\x18\a \x01(\x03R\rgrantTtlNanos\x12)\n" +
+	"\x06grants\x18\b \x03(\v2\x11.limiter.v1.GrantR\x06grants\"\x9b\x01\n" +
+	"\x05Grant\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06holder\x18\x02 \x01(\tR\x06holder\x12\x10\n" +
+	"\x03key\x18\x03 \x01(\tR\x03key\x12\x16\n" +
+	"\x06tokens\x18\x04 \x01(\x03R\x06tokens\x12,\n" +
+	"\x12expires_unix_nanos\x18\x05 \x01(\x03R\x10expiresUnixNanos\x12\x12\n" +
+	"\x04live\x18\x06 \x01(\bR\x04live\"\xb8\x01\n" +
 	"\x0fSetLimitRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04rate\x18\x02 \x01(\x03R\x04rate\x12!\n" +
 	"\fperiod_nanos\x18\x03 \x01(\x03R\vperiodNanos\x12\x14\n" +
-	"\x05burst\x18\x04 \x01(\x03R\x05burst\"%\n" +
+	"\x05burst\x18\x04 \x01(\x03R\x05burst\x12\x1c\n" +
+	"\tadmission\x18\x05 \x01(\tR\tadmission\x12&\n" +
+	"\x0fgrant_ttl_nanos\x18\x06 \x01(\x03R\rgrantTtlNanos\"%\n" +
 	"\x0fGetLimitRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x13\n" +
 	"\x11ListLimitsRequest\"C\n" +
@@ -2090,7 +2270,7 @@ func file_limiter_proto_rawDescGZIP() []byte {
 }
 
 var file_limiter_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_limiter_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_limiter_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_limiter_proto_goTypes = []any{
 	(Consistency)(0),                   // 0: limiter.v1.Consistency
 	(Suffrage)(0),                      // 1: limiter.v1.Suffrage
@@ -2104,26 +2284,27 @@ var file_limiter_proto_goTypes = []any{
 	(*PeekRequest)(nil),                // 9: limiter.v1.PeekRequest
 	(*PeekResponse)(nil),               // 10: limiter.v1.PeekResponse
 	(*LimitInfo)(nil),                  // 11: limiter.v1.LimitInfo
-	(*SetLimitRequest)(nil),            // 12: limiter.v1.SetLimitRequest
-	(*GetLimitRequest)(nil),            // 13: limiter.v1.GetLimitRequest
-	(*ListLimitsRequest)(nil),          // 14: limiter.v1.ListLimitsRequest
-	(*ListLimitsResponse)(nil),         // 15: limiter.v1.ListLimitsResponse
-	(*DeleteLimitRequest)(nil),         // 16: limiter.v1.DeleteLimitRequest
-	(*DeleteLimitResponse)(nil),        // 17: limiter.v1.DeleteLimitResponse
-	(*Member)(nil),                     // 18: limiter.v1.Member
-	(*ListMembersRequest)(nil),         // 19: limiter.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),        // 20: limiter.v1.ListMembersResponse
-	(*AddVoterRequest)(nil),            // 21: limiter.v1.AddVoterRequest
-	(*AddVoterResponse)(nil),           // 22: limiter.v1.AddVoterResponse
-	(*RemoveServerRequest)(nil),        // 23: limiter.v1.RemoveServerRequest
-	(*RemoveServerResponse)(nil),       // 24: limiter.v1.RemoveServerResponse
-	(*TransferLeadershipRequest)(nil),  // 25: limiter.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 26: limiter.v1.TransferLeadershipResponse
-	(*StatusRequest)(nil),              // 27: limiter.v1.StatusRequest
-	(*StatusResponse)(nil),             // 28: limiter.v1.StatusResponse
-	(*SaveSnapshotRequest)(nil),        // 29: limiter.v1.SaveSnapshotRequest
-	(*SnapshotChunk)(nil),              // 30: limiter.v1.SnapshotChunk
-	(*RestoreSnapshotResponse)(nil),    // 31: limiter.v1.RestoreSnapshotResponse
+	(*Grant)(nil),                      // 12: limiter.v1.Grant
+	(*SetLimitRequest)(nil),            // 13: limiter.v1.SetLimitRequest
+	(*GetLimitRequest)(nil),            // 14: limiter.v1.GetLimitRequest
+	(*ListLimitsRequest)(nil),          // 15: limiter.v1.ListLimitsRequest
+	(*ListLimitsResponse)(nil),         // 16: limiter.v1.ListLimitsResponse
+	(*DeleteLimitRequest)(nil),         // 17: limiter.v1.DeleteLimitRequest
+	(*DeleteLimitResponse)(nil),        // 18: limiter.v1.DeleteLimitResponse
+	(*Member)(nil),                     // 19: limiter.v1.Member
+	(*ListMembersRequest)(nil),         // 20: limiter.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),        // 21: limiter.v1.ListMembersResponse
+	(*AddVoterRequest)(nil),            // 22: limiter.v1.AddVoterRequest
+	(*AddVoterResponse)(nil),           // 23: limiter.v1.AddVoterResponse
+	(*RemoveServerRequest)(nil),        // 24: limiter.v1.RemoveServerRequest
+	(*RemoveServerResponse)(nil),       // 25: limiter.v1.RemoveServerResponse
+	(*TransferLeadershipRequest)(nil),  // 26: limiter.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 27: limiter.v1.TransferLeadershipResponse
+	(*StatusRequest)(nil),              // 28: limiter.v1.StatusRequest
+	(*StatusResponse)(nil),             // 29: limiter.v1.StatusResponse
+	(*SaveSnapshotRequest)(nil),        // 30: limiter.v1.SaveSnapshotRequest
+	(*SnapshotChunk)(nil),              // 31: limiter.v1.SnapshotChunk
+	(*RestoreSnapshotResponse)(nil),    // 32: limiter.v1.RestoreSnapshotResponse
 }
 var file_limiter_proto_depIdxs = []int32{
 	4,  // 0: limiter.v1.TakeResponse.decision:type_name -> limiter.v1.Decision
@@ -2131,44 +2312,45 @@ var file_limiter_proto_depIdxs = []int32{
 	4,  // 2: limiter.v1.TakeManyResponse.decisions:type_name -> limiter.v1.Decision
 	0,  // 3: limiter.v1.PeekRequest.consistency:type_name -> limiter.v1.Consistency
 	4,  // 4: limiter.v1.PeekResponse.decision:type_name -> limiter.v1.Decision
-	11, // 5: limiter.v1.ListLimitsResponse.limits:type_name -> limiter.v1.LimitInfo
-	1,  // 6: limiter.v1.Member.suffrage:type_name -> limiter.v1.Suffrage
-	18, // 7: limiter.v1.ListMembersResponse.members:type_name -> limiter.v1.Member
-	18, // 8: limiter.v1.StatusResponse.members:type_name -> limiter.v1.Member
-	2,  // 9: limiter.v1.StatusResponse.node_state:type_name -> limiter.v1.NodeState
-	3,  // 10: limiter.v1.RateLimiter.Take:input_type -> limiter.v1.TakeRequest
-	7,  // 11: limiter.v1.RateLimiter.TakeMany:input_type -> limiter.v1.TakeManyRequest
-	9,  // 12: limiter.v1.RateLimiter.Peek:input_type -> limiter.v1.PeekRequest
-	12, // 13: limiter.v1.Admin.SetLimit:input_type -> limiter.v1.SetLimitRequest
-	13, // 14: limiter.v1.Admin.GetLimit:input_type -> limiter.v1.GetLimitRequest
-	14, // 15: limiter.v1.Admin.ListLimits:input_type -> limiter.v1.ListLimitsRequest
-	16, // 16: limiter.v1.Admin.DeleteLimit:input_type -> limiter.v1.DeleteLimitRequest
-	19, // 17: limiter.v1.Admin.ListMembers:input_type -> limiter.v1.ListMembersRequest
-	21, // 18: limiter.v1.Admin.AddVoter:input_type -> limiter.v1.AddVoterRequest
-	23, // 19: limiter.v1.Admin.RemoveServer:input_type -> limiter.v1.RemoveServerRequest
-	25, // 20: limiter.v1.Admin.TransferLeadership:input_type -> limiter.v1.TransferLeadershipRequest
-	27, // 21: limiter.v1.Admin.Status:input_type -> limiter.v1.StatusRequest
-	29, // 22: limiter.v1.Admin.SaveSnapshot:input_type -> limiter.v1.SaveSnapshotRequest
-	30, // 23: limiter.v1.Admin.RestoreSnapshot:input_type -> limiter.v1.SnapshotChunk
-	5,  // 24: limiter.v1.RateLimiter.Take:output_type -> limiter.v1.TakeResponse
-	8,  // 25: limiter.v1.RateLimiter.TakeMany:output_type -> limiter.v1.TakeManyResponse
-	10, // 26: limiter.v1.RateLimiter.Peek:output_type -> limiter.v1.PeekResponse
-	11, // 27: limiter.v1.Admin.SetLimit:output_type -> limiter.v1.LimitInfo
-	11, // 28: limiter.v1.Admin.GetLimit:output_type -> limiter.v1.LimitInfo
-	15, // 29: limiter.v1.Admin.ListLimits:output_type -> limiter.v1.ListLimitsResponse
-	17, // 30: limiter.v1.Admin.DeleteLimit:output_type -> limiter.v1.DeleteLimitResponse
-	20, // 31: limiter.v1.Admin.ListMembers:output_type -> limiter.v1.ListMembersResponse
-	22, // 32: limiter.v1.Admin.AddVoter:output_type -> limiter.v1.AddVoterResponse
-	24, // 33: limiter.v1.Admin.RemoveServer:output_type -> limiter.v1.RemoveServerResponse
-	26, // 34: limiter.v1.Admin.TransferLeadership:output_type -> limiter.v1.TransferLeadershipResponse
-	28, // 35: limiter.v1.Admin.Status:output_type -> limiter.v1.StatusResponse
-	30, // 36: limiter.v1.Admin.SaveSnapshot:output_type -> limiter.v1.SnapshotChunk
-	31, // 37: limiter.v1.Admin.RestoreSnapshot:output_type -> limiter.v1.RestoreSnapshotResponse
-	24, // [24:38] is the sub-list for method output_type
-	10, // [10:24] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	12, // 5: limiter.v1.LimitInfo.grants:type_name -> limiter.v1.Grant
+	11, // 6: limiter.v1.ListLimitsResponse.limits:type_name -> limiter.v1.LimitInfo
+	1,  // 7: limiter.v1.Member.suffrage:type_name -> limiter.v1.Suffrage
+	19, // 8: limiter.v1.ListMembersResponse.members:type_name -> limiter.v1.Member
+	19, // 9: limiter.v1.StatusResponse.members:type_name -> limiter.v1.Member
+	2,  // 10: limiter.v1.StatusResponse.node_state:type_name -> limiter.v1.NodeState
+	3,  // 11: limiter.v1.RateLimiter.Take:input_type -> limiter.v1.TakeRequest
+	7,  // 12: limiter.v1.RateLimiter.TakeMany:input_type -> limiter.v1.TakeManyRequest
+	9,  // 13: limiter.v1.RateLimiter.Peek:input_type -> limiter.v1.PeekRequest
+	13, // 14: limiter.v1.Admin.SetLimit:input_type -> limiter.v1.SetLimitRequest
+	14, // 15: limiter.v1.Admin.GetLimit:input_type -> limiter.v1.GetLimitRequest
+	15, // 16: limiter.v1.Admin.ListLimits:input_type -> limiter.v1.ListLimitsRequest
+	17, // 17: limiter.v1.Admin.DeleteLimit:input_type -> limiter.v1.DeleteLimitRequest
+	20, // 18: limiter.v1.Admin.ListMembers:input_type -> limiter.v1.ListMembersRequest
+	22, // 19: limiter.v1.Admin.AddVoter:input_type -> limiter.v1.AddVoterRequest
+	24, // 20: limiter.v1.Admin.RemoveServer:input_type -> limiter.v1.RemoveServerRequest
+	26, // 21: limiter.v1.Admin.TransferLeadership:input_type -> limiter.v1.TransferLeadershipRequest
+	28, // 22: limiter.v1.Admin.Status:input_type -> limiter.v1.StatusRequest
+	30, // 23: limiter.v1.Admin.SaveSnapshot:input_type -> limiter.v1.SaveSnapshotRequest
+	31, // 24: limiter.v1.Admin.RestoreSnapshot:input_type -> limiter.v1.SnapshotChunk
+	5,  // 25: limiter.v1.RateLimiter.Take:output_type -> limiter.v1.TakeResponse
+	8,  // 26: limiter.v1.RateLimiter.TakeMany:output_type -> limiter.v1.TakeManyResponse
+	10, // 27: limiter.v1.RateLimiter.Peek:output_type -> limiter.v1.PeekResponse
+	11, // 28: limiter.v1.Admin.SetLimit:output_type -> limiter.v1.LimitInfo
+	11, // 29: limiter.v1.Admin.GetLimit:output_type -> limiter.v1.LimitInfo
+	16, // 30: limiter.v1.Admin.ListLimits:output_type -> limiter.v1.ListLimitsResponse
+	18, // 31: limiter.v1.Admin.DeleteLimit:output_type -> limiter.v1.DeleteLimitResponse
+	21, // 32: limiter.v1.Admin.ListMembers:output_type -> limiter.v1.ListMembersResponse
+	23, // 33: limiter.v1.Admin.AddVoter:output_type -> limiter.v1.AddVoterResponse
+	25, // 34: limiter.v1.Admin.RemoveServer:output_type -> limiter.v1.RemoveServerResponse
+	27, // 35: limiter.v1.Admin.TransferLeadership:output_type -> limiter.v1.TransferLeadershipResponse
+	29, // 36: limiter.v1.Admin.Status:output_type -> limiter.v1.StatusResponse
+	31, // 37: limiter.v1.Admin.SaveSnapshot:output_type -> limiter.v1.SnapshotChunk
+	32, // 38: limiter.v1.Admin.RestoreSnapshot:output_type -> limiter.v1.RestoreSnapshotResponse
+	25, // [25:39] is the sub-list for method output_type
+	11, // [11:25] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_limiter_proto_init() }
@@ -2182,7 +2364,7 @@ func file_limiter_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_limiter_proto_rawDesc), len(file_limiter_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   29,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
