@@ -48,6 +48,11 @@ type yamlRate struct {
 	RequestsPerUnit int64  `yaml:"requests_per_unit"`
 	Unlimited       bool   `yaml:"unlimited"`
 	Name            string `yaml:"name"`
+	// Extensions of limiterd (not in envoyproxy/ratelimit's format): admission "local" answers
+	// the rule's takes on any member from escrow (README, "Admission modes"); grant_ttl is
+	// its grants' lifetime.
+	Admission string `yaml:"admission"`
+	GrantTTL  string `yaml:"grant_ttl"`
 }
 
 // treeNode is one level of a domain's descriptor tree: children by "key_value", and by "key"
@@ -66,6 +71,8 @@ type rule struct {
 	shadow    bool
 	unlimited bool
 	name      string // rate_limit.name, echoed in responses
+	admission fsm.Admission
+	grantTTL  time.Duration
 }
 
 var envoyUnits = map[string]struct {
@@ -153,6 +160,9 @@ func (c *Config) addLevel(path, domain, at, uid string, n *treeNode, ds []yamlDe
 					return fmt.Errorf("envoy config %s: %s: rate_limit.requests_per_unit: %w", path, here, err)
 				}
 				rule.unit, rule.per, rule.rpu = u.unit, u.per, r.RequestsPerUnit
+				if err := rule.setAdmission(r); err != nil {
+					return fmt.Errorf("envoy config %s: %s: rate_limit: %w", path, here, err)
+				}
 				rule.limit = envoyLimitName(here, uid+"\x00"+d.Key+"\x01"+d.Value)
 				c.rules = append(c.rules, rule)
 			}
@@ -211,7 +221,21 @@ func (c *Config) match(domain string, keys, values []string) *rule {
 func (c *Config) Limits() []fsm.LimitSpec {
 	var out []fsm.LimitSpec
 	for _, r := range c.rules {
-		out = append(out, fsm.LimitSpec{Name: r.limit, Rate: r.rpu, Period: r.per})
+		out = append(out, fsm.LimitSpec{Name: r.limit, Rate: r.rpu, Period: r.per, Admission: r.admission, GrantTTL: r.grantTTL})
 	}
 	return out
+}
+
+// setAdmission reads the admission extension keys of a rate_limit.
+func (r *rule) setAdmission(y *yamlRate) error {
+	var err error
+	if r.admission, err = fsm.ParseAdmission(y.Admission); err != nil {
+		return err
+	}
+	if y.GrantTTL != "" {
+		if r.grantTTL, err = time.ParseDuration(y.GrantTTL); err != nil {
+			return fmt.Errorf("grant_ttl %q is not a duration like 2s", y.GrantTTL)
+		}
+	}
+	return fsm.LimitSpec{Admission: r.admission, GrantTTL: r.grantTTL}.Check()
 }

@@ -351,7 +351,7 @@ func (f *FSM) setLimit(spec LimitSpec) (*LimitInfo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("limit %q: %w", spec.Name, err)
 	}
-	ttl, err := spec.effectiveTTL()
+	ttl, err := spec.EffectiveTTL()
 	if err != nil {
 		return nil, fmt.Errorf("limit %q: %w", spec.Name, err)
 	}
@@ -383,13 +383,13 @@ func (ls *limitState) info() *LimitInfo {
 // Check validates the admission fields of a spec the way Apply will (the rate, period and burst
 // are checked by bucket.NewLimit there), so a bad spec is refused before it reaches the log.
 func (spec LimitSpec) Check() error {
-	_, err := spec.effectiveTTL()
+	_, err := spec.EffectiveTTL()
 	return err
 }
 
-// effectiveTTL checks the admission fields of a spec and returns the grant TTL it sets: the
+// EffectiveTTL checks the admission fields of a spec and returns the grant TTL it sets: the
 // default for a local limit without one, none for a linearizable limit.
-func (spec LimitSpec) effectiveTTL() (time.Duration, error) {
+func (spec LimitSpec) EffectiveTTL() (time.Duration, error) {
 	switch spec.Admission {
 	case AdmitLinearizable:
 		if spec.GrantTTL != 0 {

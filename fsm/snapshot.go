@@ -259,7 +259,7 @@ func (f *FSM) Restore(r io.Reader, index uint64) error {
 		if d.err != nil {
 			break
 		}
-		if ttl, err := spec.effectiveTTL(); err != nil || ttl != spec.GrantTTL {
+		if ttl, err := spec.EffectiveTTL(); err != nil || ttl != spec.GrantTTL {
 			d.fail("limit %q: admission %v with grant TTL %v", name, spec.Admission, spec.GrantTTL)
 			break
 		}

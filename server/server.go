@@ -220,7 +220,10 @@ func (s *Server) enforceDeclaredLimits() {
 func (s *Server) declare(l LimitDecl) bool {
 	if info, err := s.node.FSM().Limit(l.Name); err == nil {
 		want, err := bucket.NewLimit(l.Rate, l.Period, l.Burst) // applies the burst default
-		if !l.Enforce || (err == nil && info.Rate == want.Rate() && info.Period == want.Period() && info.Burst == want.Burst()) {
+		ttl, _ := l.EffectiveTTL()
+		same := err == nil && info.Rate == want.Rate() && info.Period == want.Period() && info.Burst == want.Burst() &&
+			info.Admission == l.Admission && info.GrantTTL == ttl
+		if !l.Enforce || same {
 			return true
 		}
 	}
@@ -230,7 +233,7 @@ func (s *Server) declare(l LimitDecl) bool {
 		s.log.Warn("create declared limit", "limit", l.Name, "err", err)
 		return false
 	}
-	s.log.Info("set declared limit", "limit", l.Name, "rate", l.Rate, "per", l.Period, "burst", l.Burst)
+	s.log.Info("set declared limit", "limit", l.Name, "rate", l.Rate, "per", l.Period, "burst", l.Burst, "admission", l.Admission)
 	return true
 }
 

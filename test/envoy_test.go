@@ -11,6 +11,7 @@ import (
 	extrl "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/limiterd/limiter/envoyrls"
+	"github.com/limiterd/limiter/fsm"
 	"github.com/limiterd/limiter/member"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -159,6 +160,8 @@ func TestEnvoy_BadConfigNamesTheProblem(t *testing.T) {
 		"duplicate":     {"domain: d\ndescriptors:\n  - {key: k, value: v}\n  - {key: k, value: v}\n", "configured twice"},
 		"wildcard":      {"domain: d\ndescriptors:\n  - {key: k, value: v*, rate_limit: {unit: second, requests_per_unit: 1}}\n", "wildcard values are not supported"},
 		"replaces":      {"domain: d\ndescriptors:\n  - {key: k, replaces: [{name: x}], rate_limit: {unit: second, requests_per_unit: 1}}\n", "replaces is not supported"},
+		"admission":     {"domain: d\ndescriptors:\n  - {key: k, rate_limit: {unit: second, requests_per_unit: 1, admission: fast}}\n", "d.k: rate_limit: invalid command: admission \"fast\""},
+		"grant ttl":     {"domain: d\ndescriptors:\n  - {key: k, rate_limit: {unit: second, requests_per_unit: 1, admission: local, grant_ttl: 5m}}\n", "grant TTL 5m0s"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -181,7 +184,7 @@ func TestEnvoy_ConfiguredLimitsAreKeptAsConfigured(t *testing.T) {
 	dir := t.TempDir()
 	files := map[string]string{
 		"one.yaml": "domain: a.b\ndescriptors:\n  - {key: c, rate_limit: {unit: minute, requests_per_unit: 5}}\n",
-		"two.yaml": "domain: a\ndescriptors:\n  - key: b\n    descriptors:\n      - {key: c, rate_limit: {unit: hour, requests_per_unit: 7}}\n",
+		"two.yaml": "domain: a\ndescriptors:\n  - key: b\n    descriptors:\n      - {key: c, rate_limit: {unit: hour, requests_per_unit: 7, admission: local, grant_ttl: 1s}}\n",
 	}
 	var paths []string
 	for name, body := range files {
@@ -227,12 +230,23 @@ func TestEnvoy_ConfiguredLimitsAreKeptAsConfigured(t *testing.T) {
 	waitFor(t, 20*time.Second, "the deleted limit back and the changed one set back", func() bool {
 		a, errA := cl.GetLimit(ctxT(t, 5*time.Second), five)
 		b, errB := cl.GetLimit(ctxT(t, 5*time.Second), seven)
-		return errA == nil && errB == nil && a.GetRate() == 5 && b.GetRate() == 7 && time.Duration(b.GetPeriodNanos()) == time.Hour
+		return errA == nil && errB == nil && a.GetRate() == 5 && b.GetRate() == 7 && time.Duration(b.GetPeriodNanos()) == time.Hour &&
+			a.GetAdmission() == "linearizable" && b.GetAdmission() == "local" && b.GetGrantTtlNanos() == int64(time.Second)
 	})
 }
 
 func TestEnvoy_ExampleConfigInDeployLoads(t *testing.T) {
-	if _, err := envoyrls.LoadConfig("../deploy/envoy/ratelimit-config.yaml"); err != nil {
+	cfg, err := envoyrls.LoadConfig("../deploy/envoy/ratelimit-config.yaml")
+	if err != nil {
 		t.Fatalf("the example rate limit configuration does not load: %v", err)
+	}
+	local := 0
+	for _, l := range cfg.Limits() {
+		if l.Admission == fsm.AdmitLocal {
+			local++
+		}
+	}
+	if local != 1 {
+		t.Fatalf("the example configuration has %d rules in local admission, want the one it documents", local)
 	}
 }

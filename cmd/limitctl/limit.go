@@ -27,22 +27,30 @@ func (a *app) limitCmd() *cobra.Command {
 // limitSetCmd builds `limit set NAME --rate N --per DURATION [--burst N]`.
 func (a *app) limitSetCmd() *cobra.Command {
 	var (
-		rate, burst int64
-		per         time.Duration
+		rate, burst   int64
+		per, grantTTL time.Duration
+		admission     string
 	)
 	cmd := &cobra.Command{
-		Use:   "set NAME --rate N --per DURATION [--burst N]",
+		Use:   "set NAME --rate N --per DURATION [--burst N] [--admission local [--grant-ttl D]]",
 		Short: "Create a limit or change it live",
 		Long: `Create the limit NAME, or change it live: --rate tokens are added every --per, up to
 --burst tokens (default: the rate). Setting the same values again is harmless.
+
+--admission linearizable (the default) decides every take in the Raft log. --admission local
+lets any member answer takes from tokens the log has escrowed to it, with no round trip: it
+never over-admits, and over any window W admits at most burst + rate x (W + grant TTL).
+--grant-ttl (100ms to 1m, default 2s) is how long one grant lasts. Switching back to
+linearizable stops new grants; outstanding ones run out within their TTL.
 Prints the limit as stored.
 
 ` + exitStatusHelp,
 		Example: `  limitctl limit set api --rate 100 --per 1m
-  limitctl limit set login --rate 5 --per 1h --burst 10`,
+  limitctl limit set login --rate 5 --per 1h --burst 10
+  limitctl limit set payments --rate 5000 --per 1s --admission local --grant-ttl 2s`,
 		Args: exactArgs("NAME"),
 		RunE: a.run(func(ctx context.Context, c *client.Client, args []string) error {
-			li, err := c.SetLimit(ctx, args[0], rate, per, burst)
+			li, err := c.SetLimitSpec(ctx, client.LimitSpec{Name: args[0], Rate: rate, Per: per, Burst: burst, Admission: admission, GrantTTL: grantTTL})
 			if err != nil {
 				return err
 			}
@@ -53,6 +61,8 @@ Prints the limit as stored.
 	f.Int64Var(&rate, "rate", 0, "tokens added every --per (required)")
 	f.DurationVar(&per, "per", 0, "refill period, e.g. 1s, 1m, 1h (required)")
 	f.Int64Var(&burst, "burst", 0, "bucket capacity (0: the rate)")
+	f.StringVar(&admission, "admission", "linearizable", "linearizable or local (see above)")
+	f.DurationVar(&grantTTL, "grant-ttl", 0, "local admission: how long a grant lasts (0: 2s)")
 	_ = cmd.MarkFlagRequired("rate")
 	_ = cmd.MarkFlagRequired("per")
 	return cmd
@@ -63,7 +73,7 @@ func (a *app) limitGetCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "get NAME",
 		Short: "Show one limit",
-		Long:  "Show the limit NAME: its rate, period, burst and the buckets it holds.\n\n" + exitStatusHelp,
+		Long:  "Show the limit NAME: its rate, period, burst, admission mode and the buckets it holds;\nfor a local limit, the tokens each member holds in escrow.\n\n" + exitStatusHelp,
 		Args:  exactArgs("NAME"),
 		RunE: a.run(func(ctx context.Context, c *client.Client, args []string) error {
 			li, err := c.GetLimit(ctx, args[0])

@@ -281,7 +281,7 @@ func TestDecisionJSON_StableSnakeCaseFields(t *testing.T) {
 func TestLimitFormatting(t *testing.T) {
 	li := &limiterpb.LimitInfo{Name: "api", Rate: 100, PeriodNanos: int64(time.Minute), Burst: 150, Buckets: 3}
 	b, _ := json.Marshal(limitJSONOf(li))
-	if got, want := string(b), `{"name":"api","rate":100,"period":"1m","period_ms":60000,"burst":150,"buckets":3}`; got != want {
+	if got, want := string(b), `{"name":"api","rate":100,"period":"1m","period_ms":60000,"burst":150,"buckets":3,"admission":"linearizable"}`; got != want {
 		t.Errorf("limit JSON = %s, want %s", got, want)
 	}
 	if b, _ := json.Marshal(limitsJSONOf(nil)); string(b) != "[]" {
@@ -291,8 +291,21 @@ func TestLimitFormatting(t *testing.T) {
 	if err := writeLimitsTable(&buf, []*limiterpb.LimitInfo{li}); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := buf.String(), "NAME  RATE  PER  BURST  BUCKETS\napi   100   1m   150    3\n"; got != want {
+	if got, want := buf.String(), "NAME  RATE  PER  BURST  ADMISSION     BUCKETS\napi   100   1m   150    linearizable  3\n"; got != want {
 		t.Errorf("table =\n%s\nwant\n%s", got, want)
+	}
+	local := &limiterpb.LimitInfo{Name: "pay", Rate: 10, PeriodNanos: int64(time.Second), Burst: 10, Admission: "local", GrantTtlNanos: int64(2 * time.Second),
+		Grants: []*limiterpb.Grant{{Holder: "n2", Tokens: 3, Live: true}, {Holder: "n1", Tokens: 4, Live: true}, {Holder: "n2", Tokens: 2, Live: true}, {Holder: "n3", Tokens: 9}}}
+	b, _ = json.Marshal(limitJSONOf(local))
+	if got, want := string(b), `{"name":"pay","rate":10,"period":"1s","period_ms":1000,"burst":10,"buckets":0,"admission":"local","grant_ttl":"2s","escrow":[{"holder":"n1","grants":1,"tokens":4},{"holder":"n2","grants":2,"tokens":5}]}`; got != want {
+		t.Errorf("local limit JSON = %s, want %s", got, want)
+	}
+	buf.Reset()
+	if err := writeLimitsTable(&buf, []*limiterpb.LimitInfo{local}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := buf.String(), "NAME  RATE  PER  BURST  ADMISSION             BUCKETS\npay   10    1s   10     local (grant ttl 2s)  0\n\nHOLDER  GRANTS  TOKENS IN ESCROW\nn1      1       4\nn2      2       5\n"; got != want {
+		t.Errorf("local table =\n%s\nwant\n%s", got, want)
 	}
 	for d, want := range map[time.Duration]string{time.Second: "1s", time.Minute: "1m", time.Hour: "1h", 90 * time.Minute: "1h30m", 1500 * time.Millisecond: "1.5s"} {
 		if got := period(d); got != want {

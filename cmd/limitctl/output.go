@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -85,6 +86,7 @@ type takeJSON struct {
 	decisionJSON
 	RequestID string `json:"request_id"`
 	Replayed  bool   `json:"replayed"`
+	LocalNode string `json:"local_node,omitempty"` // the member that answered from its escrow
 }
 
 // peekJSON is the JSON answer of `peek`.
@@ -104,7 +106,7 @@ func decisionJSONOf(d client.Decision) decisionJSON {
 
 // takeJSONOf converts a take's result to its JSON form.
 func takeJSONOf(r client.TakeResult) takeJSON {
-	return takeJSON{decisionJSON: decisionJSONOf(r.Decision), RequestID: r.RequestID, Replayed: r.Replayed}
+	return takeJSON{decisionJSON: decisionJSONOf(r.Decision), RequestID: r.RequestID, Replayed: r.Replayed, LocalNode: r.LocalNode}
 }
 
 // peekJSONOf converts a peek's answer to its JSON form.
@@ -129,6 +131,9 @@ func takeText(r client.TakeResult) string {
 	if r.Replayed {
 		s += "  replayed request_id=" + r.RequestID
 	}
+	if r.LocalNode != "" {
+		s += "  (from " + r.LocalNode + "'s escrow)"
+	}
 	return s
 }
 
@@ -149,12 +154,62 @@ type limitJSON struct {
 	PeriodMS float64 `json:"period_ms"`
 	Burst    int64   `json:"burst"`
 	Buckets  int64   `json:"buckets"`
+	// Admission is "linearizable" or "local"; a local limit has a grant TTL, and `limit get`
+	// shows its escrow per holder.
+	Admission string       `json:"admission"`
+	GrantTTL  string       `json:"grant_ttl,omitempty"`
+	Escrow    []escrowJSON `json:"escrow,omitempty"`
+}
+
+// escrowJSON is one holder's escrow of a limit: its live grants and their tokens.
+type escrowJSON struct {
+	Holder string `json:"holder"`
+	Grants int    `json:"grants"`
+	Tokens int64  `json:"tokens"`
 }
 
 // limitJSONOf converts a limit to its JSON form.
 func limitJSONOf(li *limiterpb.LimitInfo) limitJSON {
 	p := time.Duration(li.GetPeriodNanos())
-	return limitJSON{Name: li.GetName(), Rate: li.GetRate(), Period: period(p), PeriodMS: millis(p), Burst: li.GetBurst(), Buckets: li.GetBuckets()}
+	out := limitJSON{Name: li.GetName(), Rate: li.GetRate(), Period: period(p), PeriodMS: millis(p), Burst: li.GetBurst(), Buckets: li.GetBuckets(),
+		Admission: li.GetAdmission()}
+	if out.Admission == "" {
+		out.Admission = "linearizable" // a member of an earlier version
+	}
+	if ttl := li.GetGrantTtlNanos(); ttl > 0 {
+		out.GrantTTL = period(time.Duration(ttl))
+	}
+	out.Escrow = escrowOf(li)
+	return out
+}
+
+// escrowOf sums a limit's live grants per holder, sorted by holder.
+func escrowOf(li *limiterpb.LimitInfo) []escrowJSON {
+	var out []escrowJSON
+	idx := map[string]int{}
+	for _, g := range li.GetGrants() {
+		if !g.GetLive() {
+			continue
+		}
+		i, ok := idx[g.GetHolder()]
+		if !ok {
+			i = len(out)
+			idx[g.GetHolder()] = i
+			out = append(out, escrowJSON{Holder: g.GetHolder()})
+		}
+		out[i].Grants++
+		out[i].Tokens += g.GetTokens()
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Holder < out[j].Holder })
+	return out
+}
+
+// admissionText is the ADMISSION column: the mode, with the grant TTL of a local limit.
+func admissionText(l limitJSON) string {
+	if l.GrantTTL != "" {
+		return l.Admission + " (grant ttl " + l.GrantTTL + ")"
+	}
+	return l.Admission
 }
 
 // limitsJSONOf converts limits to their JSON form: never nil, so none encodes as [].
@@ -172,8 +227,23 @@ func writeLimitsTable(w io.Writer, lis []*limiterpb.LimitInfo) error {
 	for _, li := range lis {
 		rows = append(rows, []string{
 			li.GetName(), fmt.Sprint(li.GetRate()), period(time.Duration(li.GetPeriodNanos())),
-			fmt.Sprint(li.GetBurst()), fmt.Sprint(li.GetBuckets()),
+			fmt.Sprint(li.GetBurst()), admissionText(limitJSONOf(li)), fmt.Sprint(li.GetBuckets()),
 		})
 	}
-	return writeTable(w, []string{"NAME", "RATE", "PER", "BURST", "BUCKETS"}, rows)
+	if err := writeTable(w, []string{"NAME", "RATE", "PER", "BURST", "ADMISSION", "BUCKETS"}, rows); err != nil {
+		return err
+	}
+	if len(lis) != 1 || len(lis[0].GetGrants()) == 0 {
+		return nil
+	}
+	var esc [][]string
+	for _, e := range escrowOf(lis[0]) {
+		esc = append(esc, []string{e.Holder, fmt.Sprint(e.Grants), fmt.Sprint(e.Tokens)})
+	}
+	if len(esc) == 0 {
+		_, err := fmt.Fprintln(w, "\nno tokens in escrow")
+		return err
+	}
+	fmt.Fprintln(w)
+	return writeTable(w, []string{"HOLDER", "GRANTS", "TOKENS IN ESCROW"}, esc)
 }

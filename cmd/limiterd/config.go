@@ -26,10 +26,12 @@ type fileConfig struct {
 }
 
 type fileLimit struct {
-	Name  string `yaml:"name"`
-	Rate  int64  `yaml:"rate"`
-	Per   string `yaml:"per"`
-	Burst int64  `yaml:"burst"`
+	Name      string `yaml:"name"`
+	Rate      int64  `yaml:"rate"`
+	Per       string `yaml:"per"`
+	Burst     int64  `yaml:"burst"`
+	Admission string `yaml:"admission"` // linearizable (default) or local
+	GrantTTL  string `yaml:"grant_ttl"` // local only, e.g. 2s
 }
 
 // loadConfig reads path, sets every flag the command line and environment left unset, and
@@ -77,7 +79,19 @@ func loadConfig(path string, fs *pflag.FlagSet) ([]server.LimitDecl, error) {
 		if _, err := bucket.NewLimit(l.Rate, per, l.Burst); err != nil {
 			return nil, fmt.Errorf("config %s: %s (%s): %w", path, field, l.Name, err)
 		}
-		decls = append(decls, server.LimitDecl{LimitSpec: fsm.LimitSpec{Name: l.Name, Rate: l.Rate, Period: per, Burst: l.Burst}})
+		spec := fsm.LimitSpec{Name: l.Name, Rate: l.Rate, Period: per, Burst: l.Burst}
+		if spec.Admission, err = fsm.ParseAdmission(l.Admission); err != nil {
+			return nil, fmt.Errorf("config %s: %s.admission: %w", path, field, err)
+		}
+		if l.GrantTTL != "" {
+			if spec.GrantTTL, err = time.ParseDuration(l.GrantTTL); err != nil {
+				return nil, fmt.Errorf("config %s: %s.grant_ttl: %q is not a duration like 2s", path, field, l.GrantTTL)
+			}
+		}
+		if err := spec.Check(); err != nil {
+			return nil, fmt.Errorf("config %s: %s (%s): %w", path, field, l.Name, err)
+		}
+		decls = append(decls, server.LimitDecl{LimitSpec: spec})
 	}
 	return decls, nil
 }

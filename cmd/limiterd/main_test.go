@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/limiterd/limiter/fsm"
 )
 
 func TestEnv_FillsFlagsNotGivenOnTheCommandLine(t *testing.T) {
@@ -86,6 +88,11 @@ limits:
     rate: 5
     per: 1m
     burst: 10
+  - name: checkout
+    rate: 100
+    per: 1s
+    admission: local
+    grant_ttl: 3s
 `)
 	cmd := newRootCmd(&bytes.Buffer{}, &bytes.Buffer{})
 	if err := cmd.ParseFlags([]string{"--data-dir", "/from/flag"}); err != nil {
@@ -102,7 +109,8 @@ limits:
 	if get("id") != "from-file" || get("raft-addr") != "10.0.0.1:7000" || get("data-dir") != "/from/flag" || get("heartbeat-timeout") != "2s" {
 		t.Fatalf("precedence wrong: id=%s raft-addr=%s data-dir=%s heartbeat=%s", get("id"), get("raft-addr"), get("data-dir"), get("heartbeat-timeout"))
 	}
-	if len(limits) != 2 || limits[0].Name != "payments" || limits[0].Period != time.Minute || limits[1].Burst != 10 {
+	if len(limits) != 3 || limits[0].Name != "payments" || limits[0].Period != time.Minute || limits[1].Burst != 10 ||
+		limits[0].Admission != fsm.AdmitLinearizable || limits[2].Admission != fsm.AdmitLocal || limits[2].GrantTTL != 3*time.Second {
 		t.Fatalf("limits %+v", limits)
 	}
 }
@@ -116,6 +124,9 @@ func TestConfig_BadFileNamesTheField(t *testing.T) {
 		"bad limit name":  {"limits:\n  - name: 'a b'\n    rate: 1\n    per: 1s\n", "limits[0].name"},
 		"duplicate limit": {"limits:\n  - {name: a, rate: 1, per: 1s}\n  - {name: a, rate: 2, per: 1s}\n", "limits[1].name"},
 		"not yaml":        {"limits: [\n", "config"},
+		"bad admission":   {"limits:\n  - {name: a, rate: 1, per: 1s, admission: eventually}\n", "limits[0].admission"},
+		"bad grant ttl":   {"limits:\n  - {name: a, rate: 1, per: 1s, admission: local, grant_ttl: 1h}\n", "limits[0] (a)"},
+		"ttl not local":   {"limits:\n  - {name: a, rate: 1, per: 1s, grant_ttl: 2s}\n", "limits[0] (a)"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
