@@ -324,7 +324,8 @@ func (c *pcluster) clientFor(k int) *client.Client {
 		addrs = append(addrs, l.Addr())
 		amap[c.apiAddr[j]] = l.Addr()
 	}
-	cl, err := client.New(addrs, client.Options{RetryFor: 3 * time.Second, AttemptTimeout: time.Second, AddressMap: amap})
+	// Takes on local limits go to one member per client, so every member holds escrow.
+	cl, err := client.New(addrs, client.Options{RetryFor: 3 * time.Second, AttemptTimeout: time.Second, AddressMap: amap, Home: addrs[k%len(addrs)]})
 	if err != nil {
 		c.t.Fatal(err)
 	}
