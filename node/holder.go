@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -35,8 +36,15 @@ const (
 	idleSettle = 250 * time.Millisecond
 	// forgetKey: a key with no escrow and no take for this long is dropped from memory.
 	forgetKey = 10 * time.Second
-	// maxRecent bounds the node-local exactly-once table.
-	maxRecent = 1 << 20
+	// maxRecent bounds the node-local exactly-once table (about 200 bytes per record).
+	maxRecent = 200_000
+	// maxKeys bounds the keys the holder tracks; beyond it new keys stay cold (the log decides).
+	maxKeys = 100_000
+	// demandTau is the time constant of a key's demand estimate.
+	demandTau = time.Second
+	// sweepEvery: idle keys are looked for every this many ticks (only keys holding escrow are
+	// visited on every tick).
+	sweepEvery = 100
 )
 
 // ErrNoEscrow: a take on a local limit found no escrow and could not get a grant (the leader is
@@ -59,9 +67,8 @@ type heldKey struct {
 	limit, key  string
 	grants      []*heldGrant // oldest first
 	lastTake    time.Duration
-	prevTake    time.Duration
-	used        int64   // tokens admitted since the last tick
-	rate        float64 // tokens per second, smoothed
+	rate        float64       // demand in tokens per second, decaying with demandTau
+	rateAt      time.Duration // when rate was last brought up to date
 	deniedUntil time.Duration
 	retryAfter  time.Duration
 	fetch       *grantFetch
@@ -98,13 +105,15 @@ type holder struct {
 
 	mu     sync.Mutex
 	keys   map[string]*heldKey
+	active map[*heldKey]struct{} // keys holding grants: the ones upkeep visits every tick
+	ticks  int
 	recent recentTable
 
 	allowed, denied, toLog, requests, failures, grantNanos, granted, settled, stranded atomic.Uint64
 }
 
 func newHolder(n *Node) *holder {
-	h := &holder{n: n, keys: map[string]*heldKey{}, prefix: n.cfg.ID + "/" + randomHex(4) + "/"}
+	h := &holder{n: n, keys: map[string]*heldKey{}, active: map[*heldKey]struct{}{}, prefix: n.cfg.ID + "/" + randomHex(4) + "/"}
 	h.wire.n = n
 	return h
 }
@@ -128,6 +137,9 @@ func (n *Node) TakeLocal(ctx context.Context, t fsm.Take, clientID bool) (out fs
 	}
 	if n.fsm.Refusal(t) != nil {
 		return fsm.TakeOutcome{}, false, nil // refused by the log, the same everywhere
+	}
+	if rec, lookup := n.fsm.Recorded(t); lookup == fsm.Binding {
+		return rec, true, nil // decided in the log before (a cold key's take, retried)
 	}
 	if clientID {
 		if rec, ok, same := h.recent.get(t); ok {
@@ -172,11 +184,16 @@ func (h *holder) hot(t fsm.Take) bool {
 	defer h.mu.Unlock()
 	hot := true
 	for _, it := range t.Items {
-		k := h.key(it.Limit, it.Key)
+		k := h.keys[bucketID(it.Limit, it.Key)]
+		if k == nil && len(h.keys) >= maxKeys {
+			hot = false // too many keys tracked: this one stays cold
+			continue
+		}
+		k = h.key(it.Limit, it.Key)
 		if len(k.grants) == 0 && (k.lastTake == 0 || now-k.lastTake > hotWindow) {
 			hot = false
 		}
-		k.prevTake, k.lastTake = k.lastTake, now
+		k.lastTake = now
 	}
 	return hot
 }
@@ -191,6 +208,16 @@ func (h *holder) key(limit, key string) *heldKey {
 	return k
 }
 
+// demand brings the key's demand estimate to now, adding cost tokens taken now.
+func (k *heldKey) demand(now time.Duration, cost int64) float64 {
+	if dt := now - k.rateAt; dt > 0 {
+		k.rate *= math.Exp(-float64(dt) / float64(demandTau))
+		k.rateAt = now
+	}
+	k.rate += float64(cost) / demandTau.Seconds()
+	return k.rate
+}
+
 // takeItem decides one item from escrow, fetching a grant when the escrow cannot cover it.
 func (h *holder) takeItem(ctx context.Context, li *fsm.LimitInfo, it fsm.Item) (bucket.Result, []spend, error) {
 	for round := 0; ; round++ {
@@ -198,7 +225,7 @@ func (h *holder) takeItem(ctx context.Context, li *fsm.LimitInfo, it fsm.Item) (
 		k := h.key(it.Limit, it.Key)
 		now := h.mono()
 		if sp, left, ok := k.take(it.Cost, now); ok {
-			k.used += it.Cost
+			k.demand(now, it.Cost)
 			h.prefetch(k, li, now)
 			h.mu.Unlock()
 			h.allowed.Add(1)
@@ -220,6 +247,11 @@ func (h *holder) takeItem(ctx context.Context, li *fsm.LimitInfo, it fsm.Item) (
 		}
 		if f.err != nil {
 			return bucket.Result{}, nil, f.err
+		}
+		if round == 0 {
+			h.mu.Lock()
+			k.demand(h.mono(), it.Cost) // a take that waited for a grant is demand too
+			h.mu.Unlock()
 		}
 	}
 }
@@ -274,8 +306,8 @@ func (h *holder) refund(spent []spend) {
 
 // want is how many tokens to ask for: a quarter of a TTL of the key's recent demand, so a steady
 // stream asks a few times per grant lifetime and rarely waits.
-func (k *heldKey) want(li *fsm.LimitInfo, need int64) int64 {
-	w := int64(k.rate*li.GrantTTL.Seconds()/4) + 1
+func (k *heldKey) want(li *fsm.LimitInfo, need int64, now time.Duration) int64 {
+	w := int64(k.demand(now, 0)*li.GrantTTL.Seconds()/4) + 1
 	return min(max(w, need), li.Burst)
 }
 
@@ -295,8 +327,9 @@ func (h *holder) startFetch(k *heldKey, li *fsm.LimitInfo, need int64) *grantFet
 	f := &grantFetch{done: make(chan struct{})}
 	k.fetch = f
 	op := fsm.EscrowOp{Op: fsm.OpGrant, ID: h.prefix + strconv.FormatUint(h.seq.Add(1), 36), Holder: h.n.cfg.ID,
-		Limit: k.limit, Key: k.key, Min: need, Max: k.want(li, need)}
+		Limit: k.limit, Key: k.key, Min: need}
 	sent := h.mono()
+	op.Max = k.want(li, need, sent)
 	go h.runFetch(k, f, op, sent, li.GrantTTL)
 	return f
 }
@@ -333,6 +366,7 @@ func (h *holder) runFetch(k *heldKey, f *grantFetch, op fsm.EscrowOp, sent, ttl 
 			deadline: sent + o.TTL - margin(o.TTL), giveUp: sent + o.TTL}
 		g.settle = g.deadline - o.TTL/4
 		k.grants = append(k.grants, g)
+		h.active[k] = struct{}{}
 		f.granted = o.Granted
 		k.deniedUntil = 0
 	default: // the bucket holds less than we needed: deny locally until it may
@@ -392,9 +426,7 @@ func (h *holder) upkeep() []settleReq {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var due []settleReq
-	for id, k := range h.keys {
-		k.rate = 0.8*k.rate + 0.2*float64(k.used)/holderTick.Seconds()
-		k.used = 0
+	for k := range h.active {
 		idle := now-k.lastTake > idleSettle
 		kept := k.grants[:0]
 		for _, g := range k.grants {
@@ -410,11 +442,18 @@ func (h *holder) upkeep() []settleReq {
 		}
 		clear(k.grants[len(kept):])
 		k.grants = kept
-		if len(k.grants) == 0 && k.fetch == nil && now-k.lastTake > forgetKey {
-			delete(h.keys, id)
+		if len(k.grants) == 0 {
+			delete(h.active, k)
 		}
 	}
-	h.recent.expire(now)
+	if h.ticks++; h.ticks%sweepEvery == 0 {
+		for id, k := range h.keys {
+			if len(k.grants) == 0 && k.fetch == nil && now-k.lastTake > forgetKey {
+				delete(h.keys, id)
+			}
+		}
+		h.recent.expire(now)
+	}
 	return due
 }
 
@@ -457,7 +496,7 @@ func (h *holder) stats() HolderStats {
 	now := h.mono()
 	h.mu.Lock()
 	s.Keys = len(h.keys)
-	for _, k := range h.keys {
+	for k := range h.active {
 		s.Held += k.usable(now)
 	}
 	h.mu.Unlock()
