@@ -94,6 +94,14 @@ func (c *cluster) discover(ctx context.Context, cfg *Config) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+	if cfg.Spread { // the leader's connections first: status and setup go there
+		for _, a := range append([]string{c.leaderAddr}, cfg.Addrs...) {
+			if conn, ok := c.byAddr[a]; ok && !contains(c.conns, conn) {
+				c.conns = append(c.conns, conn)
+			}
+		}
+		return nil
+	}
 	if conn, ok := c.byAddr[c.leaderAddr]; ok {
 		c.conns = append(c.conns, conn)
 	}
@@ -106,6 +114,15 @@ func (c *cluster) discover(ctx context.Context, cfg *Config) error {
 		c.extra = append(c.extra, conn)
 	}
 	return nil
+}
+
+func contains(conns []*grpc.ClientConn, c *grpc.ClientConn) bool {
+	for _, x := range conns {
+		if x == c {
+			return true
+		}
+	}
+	return false
 }
 
 // status asks the node the data path goes to for its own view.
@@ -200,7 +217,8 @@ func grpcError(err error) string {
 
 // setLimit creates or sets the benchmark's limit on the leader.
 func (c *cluster) setLimit(ctx context.Context, cfg *Config) error {
-	req := &limiterpb.SetLimitRequest{Name: cfg.Limit, Rate: cfg.Rate, PeriodNanos: int64(cfg.Per), Burst: cfg.Burst}
+	req := &limiterpb.SetLimitRequest{Name: cfg.Limit, Rate: cfg.Rate, PeriodNanos: int64(cfg.Per), Burst: cfg.Burst,
+		Admission: cfg.Admission, GrantTtlNanos: int64(cfg.GrantTTL)}
 	err := retryUnavailable(ctx, func(ctx context.Context) error {
 		_, err := limiterpb.NewAdminClient(c.conns[0]).SetLimit(ctx, req)
 		return err

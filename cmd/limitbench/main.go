@@ -16,6 +16,7 @@
 //	limitbench --mix peek=1 --consistency linearizable
 //	limitbench --mix take=8,peek=2 --rate-limit 5000 --plot run.html
 //	limitbench --requests 100000 -o json > run.json
+//	limitbench --admission local --spread --rate 5000 --keys 10   # local admission on every node
 //
 // How it measures. limitbench asks every address for Admin.Status to find the leader, then
 // opens a few connections to it (min(4, concurrency/16) by default, --conns) and round-robins
@@ -186,6 +187,9 @@ type flags struct {
 	plot           string
 	seed           uint64
 	requestTimeout time.Duration
+	admission      string
+	grantTTL       time.Duration
+	spread         bool
 }
 
 // addFlags declares the flags on cmd.
@@ -213,6 +217,9 @@ func (f *flags) addFlags(cmd *cobra.Command) {
 	fs.StringVar(&f.plot, "plot", "", "write latency plots to this file (.svg, or .html with the report)")
 	fs.Uint64Var(&f.seed, "seed", 0, "seed of the key and op choice (default: random, printed)")
 	fs.DurationVar(&f.requestTimeout, "request-timeout", 10*time.Second, "deadline of each call (a call that runs out counts as DeadlineExceeded)")
+	fs.StringVar(&f.admission, "admission", "linearizable", "the limit's admission mode when set up: linearizable or local (takes answered from escrow on the node called)")
+	fs.DurationVar(&f.grantTTL, "grant-ttl", 0, "with --admission local: the grant TTL (0: the server's default)")
+	fs.BoolVar(&f.spread, "spread", false, "spread the callers over every node (one connection each) instead of sending everything to the leader")
 }
 
 // config validates the flags and returns the run's Config. changed reports whether a flag was
@@ -264,6 +271,12 @@ func (f *flags) config(changed func(string) bool, getenv func(string) string) (C
 		return cfg, fmt.Errorf("invalid --output %q: want text or json", f.output)
 	case f.requestTimeout <= 0:
 		return cfg, fmt.Errorf("invalid --request-timeout %s: must be positive", f.requestTimeout)
+	case f.admission != "linearizable" && f.admission != "local":
+		return cfg, fmt.Errorf("invalid --admission %q: want linearizable or local", f.admission)
+	case f.grantTTL != 0 && f.admission != "local":
+		return cfg, errors.New("--grant-ttl applies to --admission local")
+	case f.noSetup && (changed("admission") || changed("grant-ttl")):
+		return cfg, errors.New("--admission and --grant-ttl set the limit up; they do nothing with --no-setup")
 	}
 	if err := fsm.CheckName(f.limit); err != nil {
 		return cfg, fmt.Errorf("invalid --limit %q: %w", f.limit, err)
@@ -285,7 +298,7 @@ func (f *flags) config(changed func(string) bool, getenv func(string) string) (C
 		Limit: f.limit, Setup: !f.noSetup, Rate: f.rate, Per: f.per, Burst: f.burst,
 		Cost: f.cost, Mix: mix, Batch: f.batch, Duration: f.duration, Requests: f.requests,
 		RateLimit: f.rateLimit, Warmup: f.warmup, Baseline: f.baseline, Stale: f.consistency == "stale",
-		RequestTimeout: f.requestTimeout, Seed: seed,
+		RequestTimeout: f.requestTimeout, Seed: seed, Admission: f.admission, GrantTTL: f.grantTTL, Spread: f.spread,
 	}
 	if cfg.Requests > 0 {
 		cfg.Duration = 0
@@ -345,7 +358,8 @@ call is counted, not retried, and every take has a fresh request ID. Closed loop
 		Example: `  limitbench --baseline
   limitbench --mix takemany=1 --batch 100 --concurrency 16
   limitbench --mix peek=1 --consistency stale -o json
-  limitbench --mix take=8,peek=2 --rate-limit 5000 --duration 30s --plot run.html`,
+  limitbench --mix take=8,peek=2 --rate-limit 5000 --duration 30s --plot run.html
+  limitbench --admission local --spread --rate 5000 --keys 10 --baseline`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) > 0 {
 				return usageError{fmt.Errorf("unexpected argument %q: limitbench takes flags only", args[0])}

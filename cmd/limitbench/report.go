@@ -98,29 +98,35 @@ type JSONWindow struct {
 
 // JSONPhase is the figures of one phase (main or baseline).
 type JSONPhase struct {
-	Name                string            `json:"name"`
-	Mix                 string            `json:"mix"`
-	Interrupted         bool              `json:"interrupted"`
-	ElapsedSeconds      float64           `json:"elapsed_seconds"`
-	LeaderID            string            `json:"leader_id"`
-	Term                uint64            `json:"term"`
-	LeaderIDAfter       string            `json:"leader_id_after"`
-	TermAfter           uint64            `json:"term_after"`
-	LeaderChanged       bool              `json:"leader_changed"`
-	OfferedOpsPerSecond float64           `json:"offered_ops_per_second"`
-	Operations          int64             `json:"operations"`
-	OpsPerSecond        float64           `json:"ops_per_second"`
-	Decisions           int64             `json:"decisions"`
-	DecisionsPerSecond  float64           `json:"decisions_per_second"`
-	Allowed             int64             `json:"allowed"`
-	Denied              int64             `json:"denied"`
-	Replayed            int64             `json:"replayed"`
-	Errors              int64             `json:"errors"`
-	ErrorsByCode        map[string]int64  `json:"errors_by_code"`
-	FirstErrors         map[string]string `json:"first_errors"` // code -> the first message seen
-	LatencyUs           JSONLatency       `json:"latency_us"`
-	ByOp                map[string]JSONOp `json:"by_op"`
-	Timeline            []JSONWindow      `json:"timeline"`
+	Name                string  `json:"name"`
+	Mix                 string  `json:"mix"`
+	Interrupted         bool    `json:"interrupted"`
+	ElapsedSeconds      float64 `json:"elapsed_seconds"`
+	LeaderID            string  `json:"leader_id"`
+	Term                uint64  `json:"term"`
+	LeaderIDAfter       string  `json:"leader_id_after"`
+	TermAfter           uint64  `json:"term_after"`
+	LeaderChanged       bool    `json:"leader_changed"`
+	OfferedOpsPerSecond float64 `json:"offered_ops_per_second"`
+	Operations          int64   `json:"operations"`
+	OpsPerSecond        float64 `json:"ops_per_second"`
+	Decisions           int64   `json:"decisions"`
+	DecisionsPerSecond  float64 `json:"decisions_per_second"`
+	Allowed             int64   `json:"allowed"`
+	Denied              int64   `json:"denied"`
+	Replayed            int64   `json:"replayed"`
+	AnsweredLocally     int64   `json:"answered_locally"`
+	// ExactAllowed is what exact buckets would have allowed of the takes sent, warmup included,
+	// and AllowedOfThose what the cluster allowed of the same takes (both 0 when not computed).
+	ExactAllowed   int64             `json:"exact_allowed"`
+	AllowedOfThose int64             `json:"allowed_of_those"`
+	UnderAdmission float64           `json:"under_admission"` // 1 - AllowedOfThose/ExactAllowed
+	Errors         int64             `json:"errors"`
+	ErrorsByCode   map[string]int64  `json:"errors_by_code"`
+	FirstErrors    map[string]string `json:"first_errors"` // code -> the first message seen
+	LatencyUs      JSONLatency       `json:"latency_us"`
+	ByOp           map[string]JSONOp `json:"by_op"`
+	Timeline       []JSONWindow      `json:"timeline"`
 }
 
 // JSONRatios compares the main run with the baseline: main / baseline.
@@ -153,6 +159,7 @@ func jsonPhase(p *Phase) *JSONPhase {
 		Operations: p.TotalOps(), OpsPerSecond: round3(p.perSecond(p.TotalOps())),
 		Decisions: p.TotalDecisions(), DecisionsPerSecond: round3(p.perSecond(p.TotalDecisions())),
 		Allowed: p.Allowed, Denied: p.Denied, Replayed: p.Replayed, Errors: p.TotalErrors(),
+		AnsweredLocally: p.Local, ExactAllowed: p.Exact, AllowedOfThose: p.ExactOf, UnderAdmission: round3(p.underAdmission()),
 		ErrorsByCode: map[string]int64{}, FirstErrors: map[string]string{}, LatencyUs: latencyOf(p.AllHist()), ByOp: map[string]JSONOp{},
 		Timeline: []JSONWindow{},
 	}
@@ -298,6 +305,24 @@ func errorsByCode(p *Phase) string {
 	return strings.Join(parts, ", ")
 }
 
+// underAdmission is the share of what exact buckets would allow that the cluster did not.
+func (p *Phase) underAdmission() float64 {
+	if p.Exact == 0 {
+		return 0
+	}
+	return 1 - float64(p.ExactOf)/float64(p.Exact)
+}
+
+func admissionOf(c Config) string {
+	if c.Admission == "" {
+		return "linearizable"
+	}
+	if c.GrantTTL > 0 {
+		return fmt.Sprintf("%s (grant TTL %s)", c.Admission, c.GrantTTL)
+	}
+	return c.Admission
+}
+
 // writeText writes the report of res for people.
 func writeText(w io.Writer, res *Result) error {
 	c := res.Config
@@ -309,7 +334,7 @@ func writeText(w io.Writer, res *Result) error {
 	fmt.Fprintf(&b, "limitbench: mix %s, %d callers, %s, %s keys, seed %d\n", c.Mix, c.Concurrency, loop, fmtCount(int64(c.Keys)), c.Seed)
 	fmt.Fprintf(&b, "leader:     %s at %s (term %d), %d connection(s)\n", res.Leader.ID, res.Leader.Address, res.Leader.Term, res.Leader.Connections)
 	if c.Setup {
-		fmt.Fprintf(&b, "limit:      %q set to %d per %s, burst %d; cost %d", c.Limit, c.Rate, c.Per, effectiveBurst(c.Rate, c.Burst), c.Cost)
+		fmt.Fprintf(&b, "limit:      %q set to %d per %s, burst %d, %s admission; cost %d", c.Limit, c.Rate, c.Per, effectiveBurst(c.Rate, c.Burst), admissionOf(c), c.Cost)
 	} else {
 		fmt.Fprintf(&b, "limit:      %q as found (--no-setup); cost %d", c.Limit, c.Cost)
 	}
@@ -380,6 +405,14 @@ func writeText(w io.Writer, res *Result) error {
 		return fmtCount(p.Denied)
 	}), "")
 	row("errors", cells(func(p *Phase) string { return fmtCount(p.TotalErrors()) }), "")
+	if res.Main.Local > 0 {
+		row("from escrow", cells(func(p *Phase) string {
+			if p.Mix.has(opHealth) {
+				return "-"
+			}
+			return fmtCount(p.Local)
+		}), "")
+	}
 	for _, pc := range percentiles {
 		vals := make([]string, len(phases))
 		for i, h := range hists {
@@ -397,6 +430,10 @@ func writeText(w io.Writer, res *Result) error {
 		return err
 	}
 
+	if p := res.Main; p.Exact > 0 {
+		fmt.Fprintf(&b, "\nunder-admission: %s of the takes sent were allowed; exact buckets (full at the start) would allow %s: %.2f%% under\n",
+			fmtCount(p.ExactOf), fmtCount(p.Exact), 100*p.underAdmission())
+	}
 	if len(res.Main.Mix) > 1 {
 		b.WriteString("\nby call:\n")
 		tw = tabwriter.NewWriter(&b, 0, 0, 3, ' ', tabwriter.AlignRight)

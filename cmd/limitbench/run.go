@@ -69,6 +69,9 @@ type Config struct {
 	RequestTimeout time.Duration // deadline of each call
 	Seed           uint64        // seeds key and op choice
 	LeaderWait     time.Duration // how long to look for a leader; 0 means 10 s
+	Admission      string        // with Setup: the limit's admission mode ("" or "linearizable", "local")
+	GrantTTL       time.Duration // with Setup and local admission: the grant TTL (0: the default)
+	Spread         bool          // callers spread over every node instead of all on the leader
 
 	// Progress receives the progress display (nil: none); ProgressTTY redraws one line in place.
 	Progress    io.Writer
@@ -135,10 +138,15 @@ type Phase struct {
 	Allowed   int64
 	Denied    int64
 	Replayed  int64 // takes answered as replays (fresh IDs should give none)
-	Errors    [errSlots]int64
-	ErrorText [errSlots]string // the first error message seen per code
-	Hist      [numOps]*Hist    // latency per kind of call, errors included
-	Timeline  []Window
+	Local     int64 // takes answered from a member's escrow (local admission)
+	// Exact is what an exact bucket per key, full at the start, would have allowed of the takes
+	// sent (warmup included), by send time; ExactOf is the allowed takes it compares with (also
+	// warmup included). 0 when not computed (see underAdmission).
+	Exact, ExactOf int64
+	Errors         [errSlots]int64
+	ErrorText      [errSlots]string // the first error message seen per code
+	Hist           [numOps]*Hist    // latency per kind of call, errors included
+	Timeline       []Window
 }
 
 // LeaderChanged reports whether an election happened during the phase.
@@ -321,6 +329,7 @@ func runPhase(ctx context.Context, cfg *Config, cl *cluster, name string, mix Mi
 		p.Allowed += st.allowed
 		p.Denied += st.denied
 		p.Replayed += st.replayed
+		p.Local += st.local
 		if st.lastEnd.After(lastEnd) {
 			lastEnd = st.lastEnd
 		}
@@ -329,6 +338,9 @@ func runPhase(ctx context.Context, cfg *Config, cl *cluster, name string, mix Mi
 		p.Elapsed = lastEnd.Sub(sch.measureStart)
 	}
 	p.Timeline = tl.windows()
+	if name == "main" {
+		p.Exact, p.ExactOf = underAdmission(cfg, sch.start, workers)
+	}
 	return p, nil
 }
 
@@ -397,8 +409,10 @@ func (w *worker) openLoop(ctx context.Context, sch *schedule, tl *timeline) bool
 // when the call failed because ctx was cancelled (an interruption, not counted).
 func (w *worker) one(ctx context.Context, intended time.Time, measured bool, sch *schedule, tl *timeline) bool {
 	k := w.pick()
+	sent := time.Now()
 	o := w.call(ctx, k)
 	end := time.Now()
+	w.recordTake(k, sent.Sub(sch.start), o)
 	w.live.ops.Add(1)
 	if o.err != nil || o.notServing {
 		if ctx.Err() != nil {

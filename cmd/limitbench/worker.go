@@ -55,6 +55,8 @@ type workerStats struct {
 	allowed   int64
 	denied    int64
 	replayed  int64
+	local     int64 // takes answered from escrow
+	takes     []takeRec
 	errs      [errSlots]int64
 	errText   [errSlots]string
 	hist      [numOps]*Hist
@@ -123,6 +125,7 @@ type outcome struct {
 	decisions  int64
 	allowed    int64
 	replayed   bool
+	local      bool // answered from a member's escrow
 }
 
 // call makes one call of kind k, with a fresh request ID for takes, under the request timeout.
@@ -136,7 +139,7 @@ func (w *worker) call(ctx context.Context, k opKind) outcome {
 		w.take.Key, w.take.RequestId = w.key(), w.requestID()
 		resp, err := w.rl.Take(ctx, w.take)
 		if o.err = err; err == nil {
-			o.decisions, o.replayed = 1, resp.GetReplayed()
+			o.decisions, o.replayed, o.local = 1, resp.GetReplayed(), resp.GetLocalNode() != ""
 			if resp.GetDecision().GetAllowed() {
 				o.allowed = 1
 			}
@@ -148,7 +151,7 @@ func (w *worker) call(ctx context.Context, k opKind) outcome {
 		w.many.RequestId = w.requestID()
 		resp, err := w.rl.TakeMany(ctx, w.many)
 		if o.err = err; err == nil {
-			o.replayed = resp.GetReplayed()
+			o.replayed, o.local = resp.GetReplayed(), resp.GetLocalNode() != ""
 			for _, d := range resp.GetDecisions() {
 				o.decisions++
 				if d.GetAllowed() {
@@ -226,6 +229,9 @@ func (w *worker) record(k opKind, lat time.Duration, o outcome, win int, end tim
 		}
 		if o.replayed {
 			st.replayed++
+		}
+		if o.local {
+			st.local++
 		}
 	}
 }
