@@ -10,16 +10,52 @@ import (
 	"github.com/limiterd/limiter/fsm"
 )
 
-// takeReq is one take waiting to be proposed.
+// takeReq is one take, or one escrow op, waiting to be proposed.
 type takeReq struct {
 	take fsm.Take
+	op   *fsm.EscrowOp // set for a grant or settle (then take is empty)
 	size int
 	done chan takeResp // buffered 1, so the batcher never blocks on a caller that gave up
 }
 
 type takeResp struct {
 	out fsm.TakeOutcome
+	esc fsm.EscrowOutcome
 	err error
+}
+
+// submitEscrow queues one grant or settle for the next batch's escrow entry and waits for its
+// outcome, as submit does for a take.
+func (b *batcher) submitEscrow(ctx context.Context, op fsm.EscrowOp) (fsm.EscrowOutcome, error) {
+	n := b.n
+	req := &takeReq{op: &op, size: 48 + len(op.ID) + len(op.Holder) + len(op.Limit) + len(op.Key), done: make(chan takeResp, 1)}
+	n.pending.addLimit(op.Limit, 1) // grants and settles change buckets: no local answer meanwhile
+	select {
+	case b.ch <- req:
+	case <-ctx.Done():
+		n.pending.addLimit(op.Limit, -1)
+		return fsm.EscrowOutcome{}, fmt.Errorf("queue escrow op: %w", ctx.Err())
+	case <-n.shutdownCh:
+		n.pending.addLimit(op.Limit, -1)
+		return fsm.EscrowOutcome{}, ErrShutdown
+	}
+	select {
+	case r := <-req.done:
+		return r.esc, r.err
+	case <-ctx.Done():
+		return fsm.EscrowOutcome{}, fmt.Errorf("outcome unknown: %w", ctx.Err())
+	case <-n.shutdownCh:
+		return fsm.EscrowOutcome{}, ErrShutdown
+	}
+}
+
+// unmark clears the pending mark a request set when it was queued.
+func (b *batcher) unmark(r *takeReq) {
+	if r.op != nil {
+		b.n.pending.addLimit(r.op.Limit, -1)
+	} else {
+		b.n.pending.addTake(&r.take, -1)
+	}
 }
 
 // batcher coalesces concurrent takes into one log entry (group commit). At most
@@ -96,12 +132,31 @@ func (b *batcher) run() {
 			}
 		}
 		// Stamp and hand to raft here, in order, so entries carry increasing stamps; wait for
-		// the commit elsewhere.
-		f := b.propose(batch)
+		// the commit elsewhere. Takes and escrow ops go in one entry each.
+		var takes, ops []*takeReq
+		for _, r := range batch {
+			if r.op != nil {
+				ops = append(ops, r)
+			} else {
+				takes = append(takes, r)
+			}
+		}
+		var ft, fo raft.ApplyFuture
+		if len(takes) > 0 {
+			ft = b.propose(takes)
+		}
+		if len(ops) > 0 {
+			fo = b.proposeEscrow(ops)
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			b.finish(batch, f)
+			if len(takes) > 0 {
+				b.finish(takes, ft)
+			}
+			if len(ops) > 0 {
+				b.finishEscrow(ops, fo)
+			}
 			<-inflight
 		}()
 	}
@@ -120,6 +175,43 @@ func (b *batcher) propose(batch []*takeReq) raft.ApplyFuture {
 		cmd.TakeBatch[i] = r.take
 	}
 	return b.n.raft.Apply(cmd.Encode(nil), applyEnqueueTimeout)
+}
+
+// proposeEscrow stamps and encodes one escrow entry and hands it to raft (nil if not the leader).
+func (b *batcher) proposeEscrow(batch []*takeReq) raft.ApplyFuture {
+	if !b.n.IsLeader() {
+		return nil
+	}
+	cmd := fsm.Command{Stamp: b.n.Stamp(), Escrow: make([]fsm.EscrowOp, len(batch))}
+	for i, r := range batch {
+		cmd.Escrow[i] = *r.op
+	}
+	return b.n.raft.Apply(cmd.Encode(nil), applyEnqueueTimeout)
+}
+
+// finishEscrow waits for an escrow entry and hands each caller its outcome.
+func (b *batcher) finishEscrow(batch []*takeReq, f raft.ApplyFuture) {
+	var resp *fsm.Response
+	err := ErrNotLeader
+	if f != nil {
+		if err = b.n.wait(context.Background(), f, nil); err != nil {
+			err = b.n.translate(err)
+		} else if r, ok := f.Response().(*fsm.Response); !ok {
+			err = fmt.Errorf("unexpected apply response %T", f.Response())
+		} else if err = r.Err; err == nil && len(r.Escrow) != len(batch) {
+			err = fmt.Errorf("apply returned %d escrow outcomes for %d ops", len(r.Escrow), len(batch))
+		} else {
+			resp = r
+		}
+	}
+	for i, r := range batch {
+		b.unmark(r)
+		if err != nil {
+			r.done <- takeResp{err: err}
+		} else {
+			r.done <- takeResp{esc: resp.Escrow[i]}
+		}
+	}
 }
 
 // finish waits for a batch entry and hands each caller its outcome.
@@ -165,7 +257,7 @@ func (b *batcher) drain(err error) {
 	for {
 		select {
 		case r := <-b.ch:
-			b.n.pending.addTake(&r.take, -1)
+			b.unmark(r)
 			r.done <- takeResp{err: err}
 		default:
 			return

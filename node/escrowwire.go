@@ -94,20 +94,33 @@ func fromWire(w wireOutcome) fsm.EscrowOutcome {
 	return o
 }
 
-// Escrow applies grants and settles through the log, leader only. The state machine's answer to
-// each op is in its outcome; the error is for the request as a whole (not the leader, storage).
+// Escrow applies grants and settles through the log, leader only, in the batcher's entries with
+// the other members' ops queued meanwhile. The state machine's answer to each op is in its
+// outcome; the error is for the request as a whole (not the leader, storage).
 func (n *Node) Escrow(ctx context.Context, ops []fsm.EscrowOp) ([]fsm.EscrowOutcome, error) {
 	if len(ops) == 0 || len(ops) > maxEscrowOps {
 		return nil, fmt.Errorf("%w: %d escrow ops; want 1 to %d", fsm.ErrInvalidCommand, len(ops), maxEscrowOps)
 	}
-	resp, err := n.propose(ctx, fsm.Command{Escrow: ops})
-	if err != nil {
-		return nil, err
+	if !n.IsLeader() {
+		return nil, ErrNotLeader
 	}
-	if len(resp.Escrow) != len(ops) {
-		return nil, fmt.Errorf("apply returned %d escrow outcomes for %d ops", len(resp.Escrow), len(ops))
+	out := make([]fsm.EscrowOutcome, len(ops))
+	errs := make([]error, len(ops))
+	var wg sync.WaitGroup
+	for i := range ops {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i], errs[i] = n.batch.submitEscrow(ctx, ops[i])
+		}()
 	}
-	return resp.Escrow, nil
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // serveEscrow answers one holder's connection until it closes or this node stops.

@@ -304,16 +304,16 @@ func (h *holder) refund(spent []spend) {
 	}
 }
 
-// want is how many tokens to ask for: a quarter of a TTL of the key's recent demand, so a steady
-// stream asks a few times per grant lifetime and rarely waits.
+// want is how many tokens to ask for: half a TTL of the key's recent demand, so a steady stream
+// asks about twice per grant lifetime and rarely waits.
 func (k *heldKey) want(li *fsm.LimitInfo, need int64, now time.Duration) int64 {
-	w := int64(k.demand(now, 0)*li.GrantTTL.Seconds()/4) + 1
+	w := int64(k.demand(now, 0)*li.GrantTTL.Seconds()/2) + 1
 	return min(max(w, need), li.Burst)
 }
 
-// prefetch asks for the next grant while the escrow still covers an eighth of a TTL of demand.
+// prefetch asks for the next grant while the escrow still covers a quarter of a TTL of demand.
 func (h *holder) prefetch(k *heldKey, li *fsm.LimitInfo, now time.Duration) {
-	if k.fetch == nil && now >= k.deniedUntil && float64(k.usable(now)) < k.rate*li.GrantTTL.Seconds()/8+1 {
+	if k.fetch == nil && now >= k.deniedUntil && float64(k.usable(now)) < k.rate*li.GrantTTL.Seconds()/4+1 {
 		h.startFetch(k, li, 1)
 	}
 }

@@ -44,10 +44,8 @@ func (n *Node) propose(ctx context.Context, cmd fsm.Command) (*fsm.Response, err
 		limits = []string{cmd.SetLimit.Name}
 	case cmd.DeleteLimit != nil:
 		limits = []string{cmd.DeleteLimit.Name}
-	case cmd.Escrow != nil: // grants and settles change buckets too
-		for _, op := range cmd.Escrow {
-			limits = append(limits, op.Limit)
-		}
+	case cmd.Escrow != nil:
+		return nil, fmt.Errorf("propose: escrow ops go through Escrow")
 	}
 	for _, l := range limits {
 		n.pending.addLimit(l, 1)
