@@ -338,6 +338,18 @@ func (f *FSM) settle(op *EscrowOp) EscrowOutcome {
 	return EscrowOutcome{Credited: unused}
 }
 
+// Mode is what a member needs to answer a take on a limit from escrow: its admission mode,
+// grant TTL and burst. ok is false for an unknown limit. Cheaper than Limit (no bucket count).
+func (f *FSM) Mode(limit string) (admission Admission, ttl time.Duration, burst int64, ok bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	ls, ok := f.limits[limit]
+	if !ok {
+		return 0, 0, 0, false
+	}
+	return ls.admission, time.Duration(ls.grantTTL), ls.limit.Burst(), true
+}
+
 // Grants lists the grants of a limit (live and recently ended), sorted by ID.
 func (f *FSM) Grants(limit string) []GrantInfo {
 	f.mu.RLock()

@@ -127,13 +127,13 @@ func (h *holder) mono() time.Duration { return h.n.cfg.Mono() }
 // node-local exactly-once table. Items are decided each on its own, as the log decides them.
 func (n *Node) TakeLocal(ctx context.Context, t fsm.Take, clientID bool) (out fsm.TakeOutcome, handled bool, err error) {
 	h := n.holder
-	limits := make([]*fsm.LimitInfo, len(t.Items))
+	limits := make([]fsm.LimitInfo, len(t.Items))
 	for i, it := range t.Items {
-		li, err := n.fsm.Limit(it.Limit)
-		if err != nil || li.Admission != fsm.AdmitLocal {
+		adm, ttl, burst, ok := n.fsm.Mode(it.Limit)
+		if !ok || adm != fsm.AdmitLocal {
 			return fsm.TakeOutcome{}, false, nil
 		}
-		limits[i] = li
+		limits[i] = fsm.LimitInfo{Name: it.Limit, Burst: burst, Admission: adm, GrantTTL: ttl}
 	}
 	if n.fsm.Refusal(t) != nil {
 		return fsm.TakeOutcome{}, false, nil // refused by the log, the same everywhere
@@ -157,7 +157,7 @@ func (n *Node) TakeLocal(ctx context.Context, t fsm.Take, clientID bool) (out fs
 	results := make([]bucket.Result, len(t.Items))
 	var spent []spend
 	for i, it := range t.Items {
-		res, sp, err := h.takeItem(ctx, limits[i], it)
+		res, sp, err := h.takeItem(ctx, &limits[i], it)
 		if err != nil {
 			h.refund(spent)
 			if errors.Is(err, fsm.ErrTooManyGrants) || errors.Is(err, fsm.ErrNotLocal) || errors.Is(err, fsm.ErrUnknownLimit) {
@@ -507,11 +507,14 @@ func (h *holder) stats() HolderStats {
 func (n *Node) HolderStats() HolderStats { return n.holder.stats() }
 
 // recentTable is the node-local exactly-once table of takes answered from escrow: a retry at the
-// same member gets the recorded answer for the replicated table's window.
+// same member gets the recorded answer for the replicated table's window, or until maxRecent
+// later answers push it out. A ring in answer order, and a map by request ID.
 type recentTable struct {
-	mu    sync.Mutex
-	byID  map[string]recentTake
-	order []recentID
+	mu   sync.Mutex
+	byID map[string]recentTake
+	ring []recentID // len maxRecent once used; head is the oldest, n the count
+	head int
+	n    int
 }
 
 type recentTake struct {
@@ -535,29 +538,35 @@ func (r *recentTable) get(t fsm.Take) (out fsm.TakeOutcome, ok, same bool) {
 }
 
 func (r *recentTable) put(t fsm.Take, out fsm.TakeOutcome, now, window time.Duration) {
+	fp := t.Fingerprint()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.byID == nil {
-		r.byID = map[string]recentTake{}
+		r.byID = make(map[string]recentTake, 1024)
+		r.ring = make([]recentID, maxRecent)
 	}
 	if _, dup := r.byID[t.RequestID]; dup {
 		return
 	}
-	if len(r.order) >= maxRecent {
-		delete(r.byID, r.order[0].id)
-		r.order = r.order[1:]
+	if r.n == len(r.ring) {
+		r.pop()
 	}
-	r.byID[t.RequestID] = recentTake{fp: t.Fingerprint(), out: out}
-	r.order = append(r.order, recentID{t.RequestID, now + window})
+	r.byID[t.RequestID] = recentTake{fp: fp, out: out}
+	r.ring[(r.head+r.n)%len(r.ring)] = recentID{t.RequestID, now + window}
+	r.n++
+}
+
+func (r *recentTable) pop() {
+	delete(r.byID, r.ring[r.head].id)
+	r.ring[r.head] = recentID{}
+	r.head = (r.head + 1) % len(r.ring)
+	r.n--
 }
 
 func (r *recentTable) expire(now time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	i := 0
-	for i < len(r.order) && r.order[i].expires <= now {
-		delete(r.byID, r.order[i].id)
-		i++
+	for r.n > 0 && r.ring[r.head].expires <= now {
+		r.pop()
 	}
-	r.order = r.order[i:] // the front is dropped; append reallocates only the live part
 }

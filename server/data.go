@@ -73,8 +73,8 @@ func (s *Server) takeLocal(ctx context.Context, t fsm.Take, clientID bool) (fsm.
 	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(forwardedHeader)) > 0 {
 		return fsm.TakeOutcome{}, false, nil
 	}
-	ctx, cancel := withTimeout(ctx)
-	defer cancel()
+	// No deadline of our own here: a take answered from escrow does not wait, and one that waits
+	// for a grant is bounded by the grant round's own timeout.
 	out, ok, err := s.node.TakeLocal(ctx, t, clientID)
 	if !ok {
 		return out, false, nil
