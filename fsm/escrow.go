@@ -276,9 +276,9 @@ func (f *FSM) applyEscrow(op *EscrowOp) EscrowOutcome {
 }
 
 // grant moves up to op.Max tokens (at least op.Min, or none) into op.Holder's escrow. When
-// tokens are scarce a holder gets at most its share of what is left: the bucket divided among
-// the holders with live grants on it, so no holder starves another and grants shrink as the
-// bucket empties.
+// tokens are scarce (the bucket below half its burst) a holder gets at most its share of what is
+// left: the bucket divided among the holders with live grants on it, so no holder starves
+// another and grants shrink as the bucket empties.
 func (f *FSM) grant(op *EscrowOp) EscrowOutcome {
 	e := f.escrow
 	if g, ok := e.grants[op.ID]; ok {
@@ -300,9 +300,11 @@ func (f *FSM) grant(op *EscrowOp) EscrowOutcome {
 	case e.holders[bucketKey(op.Limit, op.Holder)] >= MaxGrantsPerHolder:
 		return EscrowOutcome{Err: fmt.Errorf("%w: %s holds %d grants on limit %q", ErrTooManyGrants, op.Holder, MaxGrantsPerHolder, op.Limit)}
 	}
-	hi := min(op.Max, ls.limit.Burst())
-	share := ls.keyed.Available(op.Key, f.clock) / e.holderCount(op.Limit, op.Key, op.Holder)
-	hi = min(hi, max(op.Min, share))
+	// Tokens are scarce once the bucket is below half its burst: then a holder gets its share of
+	// what is left; above that, what it asks for down to half the burst.
+	avail := ls.keyed.Available(op.Key, f.clock)
+	share := max(avail/e.holderCount(op.Limit, op.Key, op.Holder), avail-ls.limit.Burst()/2)
+	hi := min(op.Max, ls.limit.Burst(), max(op.Min, share))
 	n, res, err := ls.keyed.TakeUpTo(op.Key, f.clock, op.Min, hi)
 	if err != nil {
 		return EscrowOutcome{Err: fmt.Errorf("grant %q/%q: %w", op.Limit, op.Key, err)}

@@ -31,8 +31,9 @@ const (
 	// hotWindow: a key taken twice within it is hot and served from escrow; a cold key's take
 	// goes to the log, so a sparse key costs one entry per take, not a grant and a settle.
 	hotWindow = time.Second
-	// idleSettle: the unused escrow of a key with no take for this long is settled, so tokens
-	// return to the bucket for other holders instead of waiting out their grant.
+	// idleSettle: the unused escrow of a key with no take for this long (and for a quarter of
+	// its grant's TTL) is settled, so tokens return to the bucket for other holders instead of
+	// waiting out their grant.
 	idleSettle = 250 * time.Millisecond
 	// forgetKey: a key with no escrow and no take for this long is dropped from memory.
 	forgetKey = 10 * time.Second
@@ -427,9 +428,9 @@ func (h *holder) upkeep() []settleReq {
 	defer h.mu.Unlock()
 	var due []settleReq
 	for k := range h.active {
-		idle := now-k.lastTake > idleSettle
 		kept := k.grants[:0]
 		for _, g := range k.grants {
+			idle := now-k.lastTake > max(idleSettle, g.ttl/4)
 			switch {
 			case g.left == 0 && (now >= g.settle || idle):
 				// used up: the state machine counts it spent at its TTL; nothing to return
