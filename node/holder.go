@@ -245,6 +245,8 @@ func (h *holder) takeItem(ctx context.Context, li *fsm.LimitInfo, it fsm.Item) (
 		case <-f.done:
 		case <-ctx.Done():
 			return bucket.Result{}, nil, fmt.Errorf("waiting for a grant: %w", ctx.Err())
+		case <-h.n.shutdownCh:
+			return bucket.Result{}, nil, ErrShutdown
 		}
 		if f.err != nil {
 			return bucket.Result{}, nil, f.err
@@ -331,7 +333,10 @@ func (h *holder) startFetch(k *heldKey, li *fsm.LimitInfo, need int64) *grantFet
 		Limit: k.limit, Key: k.key, Min: need}
 	sent := h.mono()
 	op.Max = k.want(li, need, sent)
-	go h.runFetch(k, f, op, sent, li.GrantTTL)
+	if !h.n.spawn(func() { h.runFetch(k, f, op, sent, li.GrantTTL) }) {
+		k.fetch, f.err = nil, ErrShutdown
+		close(f.done)
+	}
 	return f
 }
 
@@ -416,7 +421,7 @@ func (h *holder) run() {
 		case <-t.C:
 		}
 		if ops := h.upkeep(); len(ops) > 0 {
-			go h.settle(ops)
+			h.n.spawn(func() { h.settle(ops) })
 		}
 	}
 }

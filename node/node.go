@@ -291,17 +291,19 @@ func (n *Node) updateMeta(m nodeMeta) error {
 // spawn runs fn in a goroutine that Shutdown waits for, unless shutdown has begun (a WaitGroup
 // must not grow while Shutdown waits on it). Every goroutine the node owns starts here; the only
 // others are the waiters on raft futures (future.go) and the Raft port's connections (mux.go).
-func (n *Node) spawn(fn func()) {
+// It reports whether fn was started.
+func (n *Node) spawn(fn func()) bool {
 	n.spawnMu.Lock()
 	defer n.spawnMu.Unlock()
 	if n.stopping {
-		return
+		return false
 	}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
 		fn()
 	}()
+	return true
 }
 
 // Shutdown stops Raft and closes the stores. It is safe to call more than once.

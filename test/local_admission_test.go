@@ -271,3 +271,29 @@ func TestLocalAdmission_ModeSwitchAndDelete(t *testing.T) {
 		return status.Code(err) == codes.NotFound
 	})
 }
+
+// TestLocalAdmission_BadInputIsRefusedAndChangesNothing: an unknown mode, a TTL out of range or a
+// TTL on a linearizable limit is InvalidArgument, and the limit stays as it was.
+func TestLocalAdmission_BadInputIsRefusedAndChangesNothing(t *testing.T) {
+	c := mustStartCluster(t, 3)
+	cl := c.mustClient()
+	setLocalLimit(t, cl, "bad", 10, time.Second, 10, time.Second)
+	for _, spec := range []client.LimitSpec{
+		{Name: "bad", Rate: 20, Per: time.Second, Admission: "eventually"},
+		{Name: "bad", Rate: 20, Per: time.Second, Admission: "local", GrantTTL: time.Hour},
+		{Name: "bad", Rate: 20, Per: time.Second, Admission: "local", GrantTTL: time.Millisecond},
+		{Name: "bad", Rate: 20, Per: time.Second, Admission: "linearizable", GrantTTL: time.Second},
+	} {
+		_, err := cl.SetLimitSpec(ctxT(t, 5*time.Second), spec)
+		if status.Code(err) != codes.InvalidArgument {
+			t.Errorf("set %+v: %v, want InvalidArgument", spec, err)
+		}
+	}
+	li, err := cl.GetLimit(ctxT(t, 5*time.Second), "bad")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if li.GetRate() != 10 || li.GetAdmission() != "local" || li.GetGrantTtlNanos() != int64(time.Second) {
+		t.Fatalf("after refused changes the limit is %v, want it unchanged", li)
+	}
+}

@@ -7,7 +7,7 @@
 //
 // Commands:
 //
-//	limit set NAME --rate N --per DURATION [--burst N]   create or change a limit
+//	limit set NAME --rate N --per DURATION [--burst N] [--admission local [--grant-ttl D]]
 //	limit get NAME                                       show one limit
 //	limit list                                           show every limit
 //	limit delete NAME                                    delete a limit and its buckets
