@@ -27,25 +27,32 @@ type takeResp struct {
 // submitEscrow queues one grant or settle for the next batch's escrow entry and waits for its
 // outcome, as submit does for a take.
 func (b *batcher) submitEscrow(ctx context.Context, op fsm.EscrowOp) (fsm.EscrowOutcome, error) {
-	n := b.n
 	req := &takeReq{op: &op, size: 48 + len(op.ID) + len(op.Holder) + len(op.Limit) + len(op.Key), done: make(chan takeResp, 1)}
-	n.pending.addLimit(op.Limit, 1) // grants and settles change buckets: no local answer meanwhile
+	b.n.pending.addLimit(op.Limit, 1) // grants and settles change buckets: no local answer meanwhile
+	r, err := b.enqueue(ctx, req)
+	return r.esc, err
+}
+
+// enqueue hands a marked request to the batcher and waits for its outcome. When it cannot be
+// queued its mark is cleared; once queued, the batcher clears it.
+func (b *batcher) enqueue(ctx context.Context, req *takeReq) (takeResp, error) {
+	n := b.n
 	select {
 	case b.ch <- req:
 	case <-ctx.Done():
-		n.pending.addLimit(op.Limit, -1)
-		return fsm.EscrowOutcome{}, fmt.Errorf("queue escrow op: %w", ctx.Err())
+		b.unmark(req)
+		return takeResp{}, fmt.Errorf("queue: %w", ctx.Err())
 	case <-n.shutdownCh:
-		n.pending.addLimit(op.Limit, -1)
-		return fsm.EscrowOutcome{}, ErrShutdown
+		b.unmark(req)
+		return takeResp{}, ErrShutdown
 	}
 	select {
 	case r := <-req.done:
-		return r.esc, r.err
+		return r, r.err
 	case <-ctx.Done():
-		return fsm.EscrowOutcome{}, fmt.Errorf("outcome unknown: %w", ctx.Err())
+		return takeResp{}, fmt.Errorf("outcome unknown: %w", ctx.Err())
 	case <-n.shutdownCh:
-		return fsm.EscrowOutcome{}, ErrShutdown
+		return takeResp{}, ErrShutdown
 	}
 }
 
@@ -73,30 +80,14 @@ func newBatcher(n *Node) *batcher {
 // submit queues one take request for the next batch entry and waits for its outcome. When ctx
 // ends first the outcome is unknown (the take may still commit); retry with the same request ID.
 func (b *batcher) submit(ctx context.Context, t fsm.Take) (fsm.TakeOutcome, error) {
-	n := b.n
 	size := 16 + len(t.RequestID)
 	for _, it := range t.Items {
 		size += 24 + len(it.Limit) + len(it.Key)
 	}
 	req := &takeReq{take: t, size: size, done: make(chan takeResp, 1)}
-	n.pending.addTake(&t, 1) // before the entry is stamped; see answerLocally
-	select {
-	case b.ch <- req:
-	case <-ctx.Done():
-		n.pending.addTake(&t, -1)
-		return fsm.TakeOutcome{}, fmt.Errorf("queue take: %w", ctx.Err())
-	case <-n.shutdownCh:
-		n.pending.addTake(&t, -1)
-		return fsm.TakeOutcome{}, ErrShutdown
-	}
-	select {
-	case r := <-req.done:
-		return r.out, r.err
-	case <-ctx.Done():
-		return fsm.TakeOutcome{}, fmt.Errorf("outcome unknown: %w", ctx.Err())
-	case <-n.shutdownCh:
-		return fsm.TakeOutcome{}, ErrShutdown
-	}
+	b.n.pending.addTake(&t, 1) // before the entry is stamped; see answerLocally
+	r, err := b.enqueue(ctx, req)
+	return r.out, err
 }
 
 func (b *batcher) run() {
