@@ -276,7 +276,7 @@ func (f *FSM) applyEscrow(op *EscrowOp) EscrowOutcome {
 }
 
 // grant moves up to op.Max tokens (at least op.Min, or none) into op.Holder's escrow. When
-// tokens are scarce (the bucket below half its burst) a holder gets at most its share of what is
+// tokens are scarce (fewer than every holder's ask) a holder gets at most its share of what is
 // left: the bucket divided among the holders with live grants on it, so no holder starves
 // another and grants shrink as the bucket empties.
 func (f *FSM) grant(op *EscrowOp) EscrowOutcome {
@@ -300,10 +300,12 @@ func (f *FSM) grant(op *EscrowOp) EscrowOutcome {
 	case e.holders[bucketKey(op.Limit, op.Holder)] >= MaxGrantsPerHolder:
 		return EscrowOutcome{Err: fmt.Errorf("%w: %s holds %d grants on limit %q", ErrTooManyGrants, op.Holder, MaxGrantsPerHolder, op.Limit)}
 	}
-	// Tokens are scarce once the bucket is below half its burst: then a holder gets its share of
-	// what is left; above that, what it asks for down to half the burst.
+	// Tokens are scarce when the bucket could not give every holder on the key as much as this
+	// one asks: then a holder gets its share of what is left (or what leaves each other holder
+	// as much as it asks, if that is more).
 	avail := ls.keyed.Available(op.Key, f.clock)
-	share := max(avail/e.holderCount(op.Limit, op.Key, op.Holder), avail-ls.limit.Burst()/2)
+	holders := e.holderCount(op.Limit, op.Key, op.Holder)
+	share := max(avail/holders, avail-(holders-1)*min(op.Max, ls.limit.Burst()))
 	hi := min(op.Max, ls.limit.Burst(), max(op.Min, share))
 	n, res, err := ls.keyed.TakeUpTo(op.Key, f.clock, op.Min, hi)
 	if err != nil {

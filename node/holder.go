@@ -107,6 +107,7 @@ type holder struct {
 	mu     sync.Mutex
 	keys   map[string]*heldKey
 	active map[*heldKey]struct{} // keys holding grants: the ones upkeep visits every tick
+	rtt    time.Duration         // a grant round, smoothed
 	ticks  int
 	recent recentTable
 
@@ -307,16 +308,20 @@ func (h *holder) refund(spent []spend) {
 	}
 }
 
-// want is how many tokens to ask for: half a TTL of the key's recent demand, so a steady stream
-// asks about twice per grant lifetime and rarely waits.
-func (k *heldKey) want(li *fsm.LimitInfo, need int64, now time.Duration) int64 {
-	w := int64(k.demand(now, 0)*li.GrantTTL.Seconds()/2) + 1
+// want is how many tokens to ask for: the key's recent demand over a quarter of the TTL, or four
+// grant round trips if longer (at most half the TTL), so a steady stream asks a few times per
+// grant lifetime and holds little more than it needs.
+func (h *holder) want(k *heldKey, li *fsm.LimitInfo, need int64, now time.Duration) int64 {
+	horizon := min(max(li.GrantTTL/4, 4*h.rtt), li.GrantTTL/2)
+	w := int64(k.demand(now, 0)*horizon.Seconds()) + 1
 	return min(max(w, need), li.Burst)
 }
 
-// prefetch asks for the next grant while the escrow still covers a quarter of a TTL of demand.
+// prefetch asks for the next grant while the escrow still covers two grant round trips of
+// demand (at least 50 ms, at most a quarter TTL), so the answer comes before the escrow runs out.
 func (h *holder) prefetch(k *heldKey, li *fsm.LimitInfo, now time.Duration) {
-	if k.fetch == nil && now >= k.deniedUntil && float64(k.usable(now)) < k.rate*li.GrantTTL.Seconds()/4+1 {
+	lead := min(max(2*h.rtt, 50*time.Millisecond), li.GrantTTL/4)
+	if k.fetch == nil && now >= k.deniedUntil && float64(k.usable(now)) < k.rate*lead.Seconds()+1 {
 		h.startFetch(k, li, 1)
 	}
 }
@@ -332,7 +337,7 @@ func (h *holder) startFetch(k *heldKey, li *fsm.LimitInfo, need int64) *grantFet
 	op := fsm.EscrowOp{Op: fsm.OpGrant, ID: h.prefix + strconv.FormatUint(h.seq.Add(1), 36), Holder: h.n.cfg.ID,
 		Limit: k.limit, Key: k.key, Min: need}
 	sent := h.mono()
-	op.Max = k.want(li, need, sent)
+	op.Max = h.want(k, li, need, sent)
 	if !h.n.spawn(func() { h.runFetch(k, f, op, sent, li.GrantTTL) }) {
 		k.fetch, f.err = nil, ErrShutdown
 		close(f.done)
@@ -359,6 +364,9 @@ func (h *holder) runFetch(k *heldKey, f *grantFetch, op fsm.EscrowOp, sent, ttl 
 	h.mu.Lock()
 	k.fetch = nil
 	now := h.mono()
+	if err == nil {
+		h.rtt = (4*h.rtt + took) / 5 // smoothed; the first rounds pull it up from 0 quickly enough
+	}
 	switch {
 	case err != nil:
 		h.failures.Add(1)
