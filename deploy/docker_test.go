@@ -48,7 +48,7 @@ func checkDockerfile(text string) problems {
 	if len(ins) == 0 || ins[0].cmd != "FROM" || ins[0].args != "scratch" {
 		p.addf("the Dockerfile must start FROM scratch (no base image can be pulled)")
 	}
-	var user, entrypoint, dataOwner string
+	var user, entrypoint, dataOwner, labels string
 	exposed, volumes, copied := map[string]bool{}, map[string]bool{}, map[string]bool{}
 	for i, in := range ins {
 		switch in.cmd {
@@ -94,6 +94,13 @@ func checkDockerfile(text string) problems {
 			}
 		case "RUN":
 			p.addf("RUN %s: a FROM scratch image has no shell", in.args)
+		case "LABEL":
+			labels += " " + in.args
+		}
+	}
+	for _, l := range []string{"org.opencontainers.image.version=", "org.opencontainers.image.revision="} {
+		if !strings.Contains(labels, l) {
+			p.addf("no LABEL %s...: an operator cannot tell which version an image holds", l)
 		}
 	}
 	for _, b := range []string{"limiterd", "limitctl"} {

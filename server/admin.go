@@ -8,6 +8,7 @@ import (
 
 	"github.com/limiterd/limiter/api/limiterpb"
 	"github.com/limiterd/limiter/fsm"
+	"github.com/limiterd/limiter/internal/version"
 	"github.com/limiterd/limiter/node"
 )
 
@@ -246,7 +247,8 @@ func (s *Server) TransferLeadership(ctx context.Context, req *limiterpb.Transfer
 func (s *Server) Status(ctx context.Context, req *limiterpb.StatusRequest) (*limiterpb.StatusResponse, error) {
 	st := s.node.Status()
 	resp := &limiterpb.StatusResponse{
-		NodeId: st.ID, State: st.State, NodeState: limiterpb.ParseNodeState(st.State), Term: st.Term, LeaderId: st.LeaderID, LeaderApiAddress: st.LeaderAPI,
+		Version: version.Get().Short(),
+		NodeId:  st.ID, State: st.State, NodeState: limiterpb.ParseNodeState(st.State), Term: st.Term, LeaderId: st.LeaderID, LeaderApiAddress: st.LeaderAPI,
 		CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex, LastLogIndex: st.LastLogIndex,
 		Limits: int64(st.FSM.Limits), Buckets: int64(st.FSM.Buckets), RequestIds: int64(st.FSM.RequestIDs),
 		FsmTimeNanos: st.FSM.Clock, RaftAddress: st.RaftAddr, ApiAddress: st.APIAddr,

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/limiterd/limiter/api/limiterpb"
+	"github.com/limiterd/limiter/internal/version"
 	"github.com/limiterd/limiter/node"
 )
 
@@ -61,6 +62,14 @@ func NewMetrics(n *node.Node) *Metrics {
 		Help:    "Time for this member to get an escrow grant (a round to the leader and a commit).",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
 	})
+	v := version.Get()
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "limiterd_build_info",
+		Help:        "Always 1; the labels say what this member runs (as limitctl status and --version do).",
+		ConstLabels: prometheus.Labels{"version": v.Short(), "revision": v.Revision, "goversion": v.GoVersion},
+	})
+	buildInfo.Set(1)
+	reg.MustRegister(buildInfo)
 	reg.MustRegister(m.requests, m.latency, m.batch, m.snapshot, m.grant, &nodeCollector{n: n}, &escrowCollector{n: n},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	n.SetObserver(m)

@@ -3,6 +3,7 @@ package test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 	"github.com/limiterd/limiter/api/limiterpb"
 	"github.com/limiterd/limiter/client"
 	"github.com/limiterd/limiter/fsm"
+	"github.com/limiterd/limiter/internal/version"
 	"github.com/limiterd/limiter/member"
 	"github.com/limiterd/limiter/node"
 	"github.com/limiterd/limiter/server"
@@ -82,6 +84,14 @@ func TestOps_MetricsCountDecisionsAndShowRaftState(t *testing.T) {
 	}
 	if raft == 0 {
 		t.Errorf("hashicorp/raft's own metrics are not bridged")
+	}
+	v := version.Get()
+	if build := fmt.Sprintf(`limiterd_build_info{goversion=%q,revision=%q,version=%q}`, v.GoVersion, v.Revision, v.Short()); m[build] != 1 {
+		t.Errorf("%s missing", build)
+	}
+	st, err := c.mustClient().Status(ctxT(t, 5*time.Second), c.members[l].apiAddr)
+	if err != nil || st.GetVersion() != v.Short() {
+		t.Errorf("Status version = %q (%v), want %q", st.GetVersion(), err, v.Short())
 	}
 	f := c.follower()
 	if fm := scrape(t, c.members[f].metrics); fm[`limiterd_raft_state{state="follower"}`] != 1 {

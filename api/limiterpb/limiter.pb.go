@@ -1735,8 +1735,10 @@ type StatusResponse struct {
 	// How long a request recorded now is sure to stay in the exactly-once table: the configured
 	// window, or less while the table is full. Clients retry a request for less than this.
 	ExactlyOnceWindowNanos int64 `protobuf:"varint,24,opt,name=exactly_once_window_nanos,json=exactlyOnceWindowNanos,proto3" json:"exactly_once_window_nanos,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	// The binary this member runs: its module version and VCS revision, e.g. "(devel)+3f2a9c1d0b4e".
+	Version       string `protobuf:"bytes,25,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -1935,6 +1937,13 @@ func (x *StatusResponse) GetExactlyOnceWindowNanos() int64 {
 		return x.ExactlyOnceWindowNanos
 	}
 	return 0
+}
+
+func (x *StatusResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
 }
 
 type SaveSnapshotRequest struct {
@@ -2185,7 +2194,7 @@ const file_limiter_proto_rawDesc = "" +
 	"\x1aTransferLeadershipResponse\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\"=\n" +
 	"\rStatusRequest\x12,\n" +
-	"\x12include_state_hash\x18\x01 \x01(\bR\x10includeStateHash\"\xeb\x06\n" +
+	"\x12include_state_hash\x18\x01 \x01(\bR\x10includeStateHash\"\x85\a\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x12\n" +
@@ -2218,7 +2227,8 @@ const file_limiter_proto_rawDesc = "" +
 	"\vnot_serving\x18\x16 \x01(\tR\n" +
 	"notServing\x12,\n" +
 	"\x12log_write_failures\x18\x17 \x01(\x04R\x10logWriteFailures\x129\n" +
-	"\x19exactly_once_window_nanos\x18\x18 \x01(\x03R\x16exactlyOnceWindowNanos\"\x15\n" +
+	"\x19exactly_once_window_nanos\x18\x18 \x01(\x03R\x16exactlyOnceWindowNanos\x12\x18\n" +
+	"\aversion\x18\x19 \x01(\tR\aversion\"\x15\n" +
 	"\x13SaveSnapshotRequest\"#\n" +
 	"\rSnapshotChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\"a\n" +

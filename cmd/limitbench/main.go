@@ -53,6 +53,7 @@ import (
 
 	"github.com/limiterd/limiter/fsm"
 	"github.com/limiterd/limiter/internal/cli"
+	"github.com/limiterd/limiter/internal/version"
 )
 
 // defaultAddrs are the API addresses of the three nodes that `limiterd dev` starts.
@@ -346,8 +347,9 @@ func (e usageError) Unwrap() error { return e.err }
 func newRootCmd(stdout, stderr io.Writer, stderrTTY bool, getenv func(string) string) *cobra.Command {
 	f := &flags{}
 	cmd := &cobra.Command{
-		Use:   "limitbench",
-		Short: "Load generator for a limiterd cluster",
+		Use:     "limitbench",
+		Version: version.Get().String(),
+		Short:   "Load generator for a limiterd cluster",
 		Long: `limitbench drives a running limiterd cluster and reports throughput (operations and
 decisions per second), allowed/denied, errors by gRPC code and latency percentiles.
 

@@ -53,6 +53,7 @@ import (
 	"github.com/limiterd/limiter/certs"
 	"github.com/limiterd/limiter/client"
 	"github.com/limiterd/limiter/internal/cli"
+	"github.com/limiterd/limiter/internal/version"
 )
 
 // defaultAddrs are the API addresses of the three nodes that `limiterd dev` starts.
@@ -236,8 +237,9 @@ type app struct {
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	a := &app{stdout: stdout, stderr: stderr, getenv: os.Getenv}
 	root := &cobra.Command{
-		Use:   "limitctl",
-		Short: "Command-line client of limiterd, the Raft-replicated rate limiter",
+		Use:     "limitctl",
+		Version: version.Get().String(),
+		Short:   "Command-line client of limiterd, the Raft-replicated rate limiter",
 		Long: `limitctl manages and uses a limiterd cluster: limits, takes and peeks, membership,
 leadership, and the status of every node.
 

@@ -439,3 +439,16 @@ func TestTake_ExitStatusAgainstFakeNode(t *testing.T) {
 		t.Errorf("NotFound: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 }
+
+func TestVersionsText(t *testing.T) {
+	n := func(id, v string) nodeStatus { return nodeStatus{NodeID: id, Reachable: true, Version: v} }
+	if got := versionsText([]nodeStatus{n("n1", "v1"), n("n2", "v1"), {Address: "x"}}); got != "version: v1 (every node)" {
+		t.Errorf("one version: %q", got)
+	}
+	if got := versionsText([]nodeStatus{n("n1", "v1"), n("n2", "v2"), n("n3", "")}); got != "versions differ: n1 v1, n2 v2, n3 -" {
+		t.Errorf("a rolling upgrade: %q", got)
+	}
+	if got := versionsText([]nodeStatus{n("n1", "")}); got != "" {
+		t.Errorf("no version reported: %q", got)
+	}
+}

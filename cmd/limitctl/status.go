@@ -102,6 +102,7 @@ type nodeStatus struct {
 	RaftAddress      string  `json:"raft_address"`
 	APIAddress       string  `json:"api_address"`
 	NotServing       string  `json:"not_serving,omitempty"` // why the node is not SERVING
+	Version          string  `json:"version,omitempty"`     // the binary the node runs
 	// ExactlyOnceWindow is how long a request recorded now stays recorded (retries must land
 	// within it): the configured window, or less while the table is full.
 	ExactlyOnceWindow string `json:"exactly_once_window,omitempty"`
@@ -152,6 +153,7 @@ func buildStatusReport(addrs []string, resps []*limiterpb.StatusResponse, errs [
 			CommitIndex: r.GetCommitIndex(), AppliedIndex: r.GetAppliedIndex(), LastLogIndex: r.GetLastLogIndex(),
 			Limits: r.GetLimits(), Buckets: r.GetBuckets(), RequestIDs: r.GetRequestIds(),
 			RaftAddress: r.GetRaftAddress(), APIAddress: r.GetApiAddress(), NotServing: r.GetNotServing(),
+			Version: r.GetVersion(),
 		}
 		if w := r.GetExactlyOnceWindowNanos(); w > 0 {
 			n.ExactlyOnceWindow = time.Duration(w).String()
@@ -166,6 +168,29 @@ func buildStatusReport(addrs []string, resps []*limiterpb.StatusResponse, errs [
 		rep.Nodes[i] = n
 	}
 	return rep
+}
+
+// versionsText says what the reachable nodes run: one version, or each node's when they differ
+// (a rolling upgrade in progress). Empty when no node reported one (an earlier version).
+func versionsText(nodes []nodeStatus) string {
+	var parts []string
+	seen := map[string]bool{}
+	for _, n := range nodes {
+		if n.Reachable {
+			v := orDash(n.Version)
+			parts = append(parts, n.NodeID+" "+v)
+			seen[v] = true
+		}
+	}
+	switch {
+	case len(seen) == 0 || (len(seen) == 1 && seen["-"]):
+		return ""
+	case len(seen) == 1:
+		for v := range seen {
+			return "version: " + v + " (every node)"
+		}
+	}
+	return "versions differ: " + strings.Join(parts, ", ")
 }
 
 // writeStatusText writes the report for people: the node table, the errors of unreachable
@@ -211,6 +236,9 @@ func writeStatusText(w io.Writer, rep statusReport) error {
 	}
 	if window != "" {
 		fmt.Fprintf(w, "\nexactly-once window: %s (retries of a request must arrive within it)\n", window)
+	}
+	if v := versionsText(rep.Nodes); v != "" {
+		fmt.Fprintf(w, "\n%s\n", v)
 	}
 	if !rep.answered() {
 		return nil

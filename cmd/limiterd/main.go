@@ -25,6 +25,7 @@ import (
 	"github.com/limiterd/limiter/envoyrls"
 	"github.com/limiterd/limiter/fsm"
 	"github.com/limiterd/limiter/internal/cli"
+	"github.com/limiterd/limiter/internal/version"
 	"github.com/limiterd/limiter/member"
 	"github.com/limiterd/limiter/node"
 	"github.com/limiterd/limiter/server"
@@ -54,8 +55,9 @@ type nodeFlags struct {
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	var f nodeFlags
 	root := &cobra.Command{
-		Use:   "limiterd",
-		Short: "Run a member of a Raft-replicated, strongly consistent rate limiter",
+		Use:     "limiterd",
+		Version: version.Get().String(),
+		Short:   "Run a member of a Raft-replicated, strongly consistent rate limiter",
 		Long: `limiterd runs one member of a limiter cluster. Start three (or five) with the same
 --bootstrap list to create a cluster; later members --join it. A member restarted on its data dir
 rejoins with its state; no bootstrap or join flag is needed then.
@@ -109,6 +111,8 @@ For a local 3-node cluster in one process, run: limiterd dev`,
 	_ = fl.MarkHidden("clock-skew-file")
 
 	root.AddCommand(newDevCmd(stdout, stderr))
+	root.SetOut(stdout) // --version and help
+	root.SetErr(stderr)
 	return root
 }
 

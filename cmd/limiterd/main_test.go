@@ -152,3 +152,15 @@ func TestRun_RefusesANonLoopbackAddressWithoutTLSUnlessInsecure(t *testing.T) {
 		t.Fatalf("got %v, want the TLS flags to be required together", err)
 	}
 }
+
+func TestVersionFlag(t *testing.T) {
+	var out bytes.Buffer
+	cmd := newRootCmd(&out, &bytes.Buffer{})
+	cmd.SetArgs([]string{"--version"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out.String(), "limiterd version ") || !strings.Contains(out.String(), "revision ") {
+		t.Fatalf("--version printed %q", out.String())
+	}
+}
