@@ -111,7 +111,7 @@ func (n *Node) Escrow(ctx context.Context, ops []fsm.EscrowOp) ([]fsm.EscrowOutc
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out[i], errs[i] = n.batch.submitEscrow(ctx, ops[i])
+			out[i], errs[i] = n.escrowBatch.submitEscrow(ctx, ops[i])
 		}()
 	}
 	wg.Wait()

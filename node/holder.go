@@ -312,7 +312,7 @@ func (h *holder) refund(spent []spend) {
 // grant round trips if longer (at most half the TTL), so a steady stream asks a few times per
 // grant lifetime and holds little more than it needs.
 func (h *holder) want(k *heldKey, li *fsm.LimitInfo, need int64, now time.Duration) int64 {
-	horizon := min(max(li.GrantTTL/4, 4*h.rtt), li.GrantTTL/2)
+	horizon := min(max(li.GrantTTL/8, 2*h.rtt), li.GrantTTL/4)
 	w := int64(k.demand(now, 0)*horizon.Seconds()) + 1
 	return min(max(w, need), li.Burst)
 }
@@ -320,9 +320,12 @@ func (h *holder) want(k *heldKey, li *fsm.LimitInfo, need int64, now time.Durati
 // prefetch asks for the next grant while the escrow still covers two grant round trips of
 // demand (at least 50 ms, at most a quarter TTL), so the answer comes before the escrow runs out.
 func (h *holder) prefetch(k *heldKey, li *fsm.LimitInfo, now time.Duration) {
-	lead := min(max(2*h.rtt, 50*time.Millisecond), li.GrantTTL/4)
-	if k.fetch == nil && now >= k.deniedUntil && float64(k.usable(now)) < k.rate*lead.Seconds()+1 {
-		h.startFetch(k, li, 1)
+	lead := min(max(3*h.rtt/2, 50*time.Millisecond), li.GrantTTL/4)
+	if need := int64(k.rate*lead.Seconds()) + 1; k.fetch == nil && now >= k.deniedUntil && k.usable(now) < need {
+		// Ask for at least what lasts until the next answer: when tokens are scarce the state
+		// machine grants a share of what is left, or this minimum when the bucket holds it, so
+		// a member far from the leader is not starved by ones that ask more often.
+		h.startFetch(k, li, need-k.usable(now))
 	}
 }
 

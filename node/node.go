@@ -42,6 +42,10 @@ type Node struct {
 
 	batch  *batcher
 	holder *holder // this member's escrow for local limits (holder.go)
+	// escrowBatch groups grants and settles into entries of their own, with their own entries in
+	// flight: they must not queue behind the takes' commits (a holder waiting for a grant is
+	// a take waiting).
+	escrowBatch *batcher
 	// ctx ends when the node shuts down (for work not tied to a caller).
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -262,6 +266,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 
 	n.batch = newBatcher(n)
 	n.spawn(n.batch.run)
+	n.escrowBatch = newBatcher(n)
+	n.spawn(n.escrowBatch.run)
 	n.spawn(n.holder.run)
 	n.spawn(n.watchLeadership)
 	if n.cfg.ID != n.name {
