@@ -140,10 +140,10 @@ func (n *Node) TakeLocal(ctx context.Context, t fsm.Take, clientID bool) (out fs
 	if n.fsm.Refusal(t) != nil {
 		return fsm.TakeOutcome{}, false, nil // refused by the log, the same everywhere
 	}
-	if rec, lookup := n.fsm.Recorded(t); lookup == fsm.Binding {
-		return rec, true, nil // decided in the log before (a cold key's take, retried)
-	}
-	if clientID {
+	if clientID { // a server-made ID is fresh: nothing can be recorded under it
+		if rec, lookup := n.fsm.Recorded(t); lookup == fsm.Binding {
+			return rec, true, nil // decided in the log before (a cold key's take, retried)
+		}
 		if rec, ok, same := h.recent.get(t); ok {
 			if !same {
 				return fsm.TakeOutcome{}, false, nil // a reused ID: the log refuses it

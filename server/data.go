@@ -30,8 +30,8 @@ func (s *Server) Take(ctx context.Context, req *limiterpb.TakeRequest) (*limiter
 			return nil, err
 		}
 		resp := &limiterpb.TakeResponse{Decision: decision(out.Results[0]), Replayed: out.Replayed, RequestId: t.RequestID}
-		if li, err := s.node.FSM().Limit(t.Items[0].Limit); err == nil {
-			resp.Admission = li.Admission.String()
+		if adm, _, _, ok := s.node.FSM().Mode(t.Items[0].Limit); ok { // Mode, not Limit: no bucket count on the take path
+			resp.Admission = adm.String()
 		}
 		return resp, nil
 	})
