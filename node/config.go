@@ -81,8 +81,12 @@ type Config struct {
 	// APIAddr is this node's gRPC address, recorded in the replicated state so followers can
 	// forward to the leader and clients can be redirected.
 	APIAddr string
-	// DataDir holds the Raft log (raft.db), snapshots and node.json.
+	// DataDir holds the Raft log (raft.db or wal/), snapshots and node.json.
 	DataDir string
+	// LogStore is the Raft log store: LogStoreBolt or LogStoreWAL for a new data dir; an
+	// existing one keeps the kind it has (node.json records it) and a different value is refused.
+	// Empty means the data dir's own, or bolt for a new one.
+	LogStore string
 	// Bootstrap, when the data dir is empty, creates a new cluster with these voters (which must
 	// include this node). Ignored when the data dir already holds state.
 	Bootstrap []Peer
@@ -105,7 +109,8 @@ type Config struct {
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64
-	// NoSync skips fsync on the log: only for tests that do not check crash durability.
+	// NoSync skips fsync on a bolt log: only for tests that do not check crash durability
+	// (raft-wal always syncs).
 	NoSync bool
 
 	// Batch bounds proposal batching (group commit): takes and bytes per entry, and entries in
@@ -178,6 +183,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("node config: RaftAddr is required")
 	case c.DataDir == "":
 		return fmt.Errorf("node config: DataDir is required")
+	case !ValidLogStore(c.LogStore):
+		return fmt.Errorf("node config: log store %q: want %s or %s", c.LogStore, LogStoreBolt, LogStoreWAL)
 	case len(c.Bootstrap) > 0 && c.Join:
 		return fmt.Errorf("node config: Bootstrap and Join are exclusive")
 	case c.HeartbeatTimeout <= 0 || c.ElectionTimeout <= 0 || c.LeaderLeaseTimeout <= 0:

@@ -22,11 +22,16 @@ import (
 //     Empty for data dirs made before cluster IDs existed, until the node learns it from its leader.
 //   - Nonce is this data dir's random proposal for a new cluster's ID (discover.go), written before
 //     the node answers any discovery probe so every peer sees the same value across restarts.
+//   - LogStore is the Raft log store kind (logstores.go); empty in data dirs made before the
+//     choice existed (they hold raft.db). MigratedFrom marks a log migration that committed and
+//     whose renames may not be done yet (migrate.go).
 type nodeMeta struct {
-	ID        string `json:"id"`
-	RaftID    string `json:"raft_id,omitempty"`
-	ClusterID string `json:"cluster_id,omitempty"`
-	Nonce     string `json:"nonce,omitempty"`
+	ID           string `json:"id"`
+	RaftID       string `json:"raft_id,omitempty"`
+	ClusterID    string `json:"cluster_id,omitempty"`
+	Nonce        string `json:"nonce,omitempty"`
+	LogStore     string `json:"log_store,omitempty"`
+	MigratedFrom string `json:"migrated_from,omitempty"`
 }
 
 // raftIDSep separates a member's name from the suffix of a later incarnation's Raft ID.

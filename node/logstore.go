@@ -2,22 +2,31 @@ package node
 
 import (
 	"errors"
+	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
 
-// trackedStore is the Raft log and stable store (raft-boltdb) with the outcome of its last write
-// kept, so health can tell a member that cannot write its log (a full disk: its own commit and
-// applied indexes both freeze, and look caught up) and a failed append can be answered as
-// retryable. The first failure after a success is logged once, with the file.
+// raftStore is what a log store kind opens: the Raft log and stable store in one (raft-boltdb's
+// BoltStore and raft-wal's WAL both are).
+type raftStore interface {
+	raft.LogStore
+	raft.StableStore
+	io.Closer
+}
+
+// trackedStore is the Raft log and stable store (raft-boltdb or raft-wal, logstores.go) with the
+// outcome of its last write kept, so health can tell a member that cannot write its log (a full
+// disk: its own commit and applied indexes both freeze, and look caught up) and a failed append
+// can be answered as retryable. The first failure after a success is logged once, with the file.
 type trackedStore struct {
-	*raftboltdb.BoltStore
-	path string
+	raftStore
+	kind string // LogStoreBolt or LogStoreWAL
+	path string // raft.db, or the WAL's directory
 	log  *slog.Logger
 
 	mu       sync.Mutex
@@ -68,14 +77,21 @@ func (s *trackedStore) failed(err error) bool {
 	return last != nil && err != nil && (errors.Is(err, last) || err.Error() == last.Error())
 }
 
-func (s *trackedStore) StoreLog(l *raft.Log) error { return s.note(s.BoltStore.StoreLog(l), true) }
+func (s *trackedStore) StoreLog(l *raft.Log) error { return s.note(s.raftStore.StoreLog(l), true) }
 func (s *trackedStore) StoreLogs(ls []*raft.Log) error {
-	return s.note(s.BoltStore.StoreLogs(ls), true)
+	return s.note(s.raftStore.StoreLogs(ls), true)
 }
 func (s *trackedStore) DeleteRange(min, max uint64) error {
-	return s.note(s.BoltStore.DeleteRange(min, max), false)
+	return s.note(s.raftStore.DeleteRange(min, max), false)
 }
-func (s *trackedStore) Set(k, v []byte) error { return s.note(s.BoltStore.Set(k, v), false) }
+func (s *trackedStore) Set(k, v []byte) error { return s.note(s.raftStore.Set(k, v), false) }
 func (s *trackedStore) SetUint64(k []byte, v uint64) error {
-	return s.note(s.BoltStore.SetUint64(k, v), false)
+	return s.note(s.raftStore.SetUint64(k, v), false)
+}
+
+// IsMonotonic passes raft-wal's raft.MonotonicLogStore through the wrapper: such a store cannot
+// keep a gap, so raft drops every log after installing a snapshot instead of keeping a tail.
+func (s *trackedStore) IsMonotonic() bool {
+	m, ok := s.raftStore.(raft.MonotonicLogStore)
+	return ok && m.IsMonotonic()
 }

@@ -1,4 +1,4 @@
-// Package node runs one Raft member of the limiter: hashicorp/raft with raft-boltdb/v2 stores, a
+// Package node runs one Raft member of the limiter: hashicorp/raft with a raft-boltdb/v2 or raft-wal store, a
 // file snapshot store and a TCP transport; bootstrap, join and restart; membership and
 // leadership; group commit of takes; and linearizable reads. See DESIGN.md in this folder.
 package node
@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -15,8 +16,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	"go.etcd.io/bbolt"
 
 	"github.com/limiterd/limiter/fsm"
 )
@@ -28,9 +27,11 @@ type Node struct {
 	fsm   *fsm.FSM
 	raft  *raft.Raft
 	trans *guardedTransport // raft's NetworkTransport with the TimeoutNow guards (transport.go)
-	store *trackedStore     // raft-boltdb, with its last write's outcome (logstore.go)
-	snaps *raft.FileSnapshotStore
-	mux   *muxStream // the Raft port: cluster-ID handshake and discovery (mux.go)
+	store *trackedStore     // raft-boltdb or raft-wal, with its last write's outcome (logstore.go)
+	// dirLock holds the data dir against a second process (dirlock.go).
+	dirLock *os.File
+	snaps   *raft.FileSnapshotStore
+	mux     *muxStream // the Raft port: cluster-ID handshake and discovery (mux.go)
 
 	// name is the member's name (--id); cfg.ID is its Raft ID, which differs after it came back
 	// from a lost volume (rejoin.go). meta is node.json.
@@ -113,6 +114,18 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	if n.dirLock, err = lockDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	kind, changed, err := resolveLogStore(cfg.DataDir, &meta, cfg.LogStore, n.log)
+	if err != nil {
+		return nil, err
+	}
+	if changed {
+		if err := writeMeta(cfg.DataDir, meta); err != nil {
+			return nil, err
+		}
+	}
 	n.meta = meta
 	f, err := fsm.New(cfg.FSM)
 	if err != nil {
@@ -120,19 +133,6 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.fsm = f
 
-	dbPath := filepath.Join(cfg.DataDir, "raft.db")
-	if err := checkBoltFile(dbPath); err != nil {
-		return nil, err
-	}
-	bolt, err := raftboltdb.New(raftboltdb.Options{
-		Path:        dbPath,
-		NoSync:      cfg.NoSync,
-		BoltOptions: &bbolt.Options{Timeout: 2 * time.Second},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("open raft log %s: %w", dbPath, err)
-	}
-	n.store = &trackedStore{BoltStore: bolt, path: dbPath, log: n.log}
 	var hl hclog.Logger = newRaftLogger(n.log, hclog.LevelFromString(cfg.RaftLogLevel))
 	if cfg.RaftLogOutput != nil {
 		hl = hclog.New(&hclog.LoggerOptions{
@@ -141,6 +141,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			Level:  hclog.LevelFromString(cfg.RaftLogLevel),
 		}).With("node", cfg.ID)
 	}
+	store, storeAt, err := openLogStore(storePath(cfg.DataDir, kind), kind, cfg.NoSync, hl)
+	if err != nil {
+		return nil, err
+	}
+	n.store = &trackedStore{raftStore: store, kind: kind, path: storeAt, log: n.log}
 	snapDir := cfg.DataDir
 	n.snaps, err = raft.NewFileSnapshotStoreWithLogger(snapDir, 2, hl)
 	if err != nil {
@@ -345,6 +350,9 @@ func (n *Node) closeResources() {
 	}
 	if n.store != nil {
 		n.store.Close()
+	}
+	if n.dirLock != nil {
+		n.dirLock.Close() // releases the lock
 	}
 }
 

@@ -29,6 +29,7 @@ func testConfig(t *testing.T, id, dir string) Config {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.ID, cfg.RaftAddr, cfg.DataDir, cfg.APIAddr = id, freeAddr(t), dir, "127.0.0.1:1"
+	cfg.LogStore = testLogStore
 	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg.RaftLogOutput = io.Discard
@@ -80,6 +81,7 @@ func TestStart_CorruptLogFileIsRefusedWithItsName(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := testConfig(t, "n1", dir)
+	cfg.LogStore = LogStoreBolt // wal: TestLogStore_WALCorruptMetaDBIsRefusedWithItsName
 	cfg.Bootstrap = []Peer{{ID: "n1", RaftAddr: cfg.RaftAddr}}
 	_, err := Start(context.Background(), cfg)
 	if err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "raft.db")) {
@@ -222,6 +224,9 @@ func mustDataDirWithState(t *testing.T) Config {
 }
 
 func TestStart_TruncatedLogFileIsRefusedWithItsName(t *testing.T) {
+	if testLogStore == LogStoreWAL {
+		t.Skip("raft.db is bolt's file; TestLogStore_WALTruncatedSegmentIsRefusedWithItsName covers wal")
+	}
 	cfg := mustDataDirWithState(t)
 	path := filepath.Join(cfg.DataDir, "raft.db")
 	fi, err := os.Stat(path)
