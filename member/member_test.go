@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -39,6 +40,7 @@ func TestAdvertisedAPIAddr_NeverAWildcard(t *testing.T) {
 func TestMember_ServeFailureIsReported(t *testing.T) {
 	dir := t.TempDir()
 	cfg := node.DefaultConfig()
+	cfg.LogStore = os.Getenv("LIMITER_LOG_STORE")
 	cfg.ID, cfg.RaftAddr, cfg.DataDir = "solo", freeAddr(t), dir
 	cfg.Bootstrap = []node.Peer{{ID: "solo", RaftAddr: cfg.RaftAddr}}
 	cfg.RaftLogOutput = io.Discard
@@ -69,6 +71,7 @@ func TestMember_ServeFailureIsReported(t *testing.T) {
 // A member stopped normally reports no failure.
 func TestMember_CleanStopWaitsForNothingFailed(t *testing.T) {
 	cfg := node.DefaultConfig()
+	cfg.LogStore = os.Getenv("LIMITER_LOG_STORE")
 	cfg.ID, cfg.RaftAddr, cfg.DataDir = "solo", freeAddr(t), t.TempDir()
 	cfg.Bootstrap = []node.Peer{{ID: "solo", RaftAddr: cfg.RaftAddr}}
 	cfg.RaftLogOutput = io.Discard

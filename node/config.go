@@ -87,6 +87,9 @@ type Config struct {
 	// existing one keeps the kind it has (node.json records it) and a different value is refused.
 	// Empty means the data dir's own, or bolt for a new one.
 	LogStore string
+	// WALSegmentSize is the size of raft-wal's segment files (each is preallocated to it); 0 means
+	// raft-wal's default, 64 MiB. Only for the wal store.
+	WALSegmentSize int
 	// Bootstrap, when the data dir is empty, creates a new cluster with these voters (which must
 	// include this node). Ignored when the data dir already holds state.
 	Bootstrap []Peer
@@ -183,6 +186,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("node config: RaftAddr is required")
 	case c.DataDir == "":
 		return fmt.Errorf("node config: DataDir is required")
+	case c.WALSegmentSize < 0 || c.WALSegmentSize > 1<<30:
+		return fmt.Errorf("node config: WAL segment size %d: want 0 (the default) to 1 GiB", c.WALSegmentSize)
 	case !ValidLogStore(c.LogStore):
 		return fmt.Errorf("node config: log store %q: want %s or %s", c.LogStore, LogStoreBolt, LogStoreWAL)
 	case len(c.Bootstrap) > 0 && c.Join:

@@ -89,6 +89,19 @@ func (s *trackedStore) SetUint64(k []byte, v uint64) error {
 	return s.note(s.raftStore.SetUint64(k, v), false)
 }
 
+// GetLog hides what a WAL compacted: raft-wal drops whole segments only and keeps serving the
+// entries below its first index from the segment that holds them; bolt deletes them. Without
+// this a leader on wal would replay a long-compacted log to a new member instead of sending the
+// snapshot, as it does on bolt: one behaviour for both stores.
+func (s *trackedStore) GetLog(i uint64, l *raft.Log) error {
+	if s.kind == LogStoreWAL {
+		if first, err := s.raftStore.FirstIndex(); err == nil && i < first {
+			return raft.ErrLogNotFound
+		}
+	}
+	return s.raftStore.GetLog(i, l)
+}
+
 // IsMonotonic passes raft-wal's raft.MonotonicLogStore through the wrapper: such a store cannot
 // keep a gap, so raft drops every log after installing a snapshot instead of keeping a tail.
 func (s *trackedStore) IsMonotonic() bool {

@@ -107,7 +107,7 @@ func resolveLogStore(dir string, meta *nodeMeta, want string, log *slog.Logger) 
 // openLogStore opens (or creates) a Raft log and stable store of the given kind at path (its
 // storePath in a data dir, or a migration's copy), refusing damaged files with an error that
 // names them.
-func openLogStore(path, kind string, noSync bool, hl hclog.Logger) (raftStore, string, error) {
+func openLogStore(path, kind string, o storeOptions, hl hclog.Logger) (raftStore, string, error) {
 	switch kind {
 	case LogStoreBolt:
 		if err := checkBoltFile(path); err != nil {
@@ -115,7 +115,7 @@ func openLogStore(path, kind string, noSync bool, hl hclog.Logger) (raftStore, s
 		}
 		s, err := raftboltdb.New(raftboltdb.Options{
 			Path:        path,
-			NoSync:      noSync,
+			NoSync:      o.noSync,
 			BoltOptions: &bbolt.Options{Timeout: 2 * time.Second},
 		})
 		if err != nil {
@@ -131,7 +131,11 @@ func openLogStore(path, kind string, noSync bool, hl hclog.Logger) (raftStore, s
 			return nil, path, err
 		}
 		meta := &metadb.BoltMetaDB{}
-		w, err := wal.Open(path, wal.WithLogger(hl.Named("wal")), wal.WithMetaStore(meta))
+		size := o.segmentSize
+		if size <= 0 {
+			size = wal.DefaultSegmentSize
+		}
+		w, err := wal.Open(path, wal.WithLogger(hl.Named("wal")), wal.WithMetaStore(meta), wal.WithSegmentSize(size))
 		if err != nil {
 			_ = meta.Close()
 			return nil, path, fmt.Errorf("open raft log %s: %w; restore the node from a backup or replace it with a new member", path, err)
@@ -141,9 +145,16 @@ func openLogStore(path, kind string, noSync bool, hl hclog.Logger) (raftStore, s
 	return nil, path, fmt.Errorf("unknown log store %q (want %s or %s)", kind, LogStoreBolt, LogStoreWAL)
 }
 
-// walStore closes raft-wal's meta db too: WAL.Close (v0.4.0) leaves it open, with its file
-// lock held, so the same process could never open the log again (a restart in tests, a
-// migration's verification).
+// storeOptions tune a log store: noSync (bolt only, tests) and the WAL's segment size (0: raft-wal's
+// 64 MiB).
+type storeOptions struct {
+	noSync      bool
+	segmentSize int
+}
+
+// walStore closes the meta db it gave raft-wal when Open fails after opening it (so the file
+// lock is not held by this process for good); WAL.Close closes it otherwise, and a second
+// close is harmless.
 type walStore struct {
 	*wal.WAL
 	meta *metadb.BoltMetaDB

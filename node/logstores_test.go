@@ -5,12 +5,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
 	"github.com/hashicorp/raft-wal/metadb"
 	"go.etcd.io/bbolt"
 
@@ -311,4 +315,78 @@ func TestLogStore_WALTornTailIsRecovered(t *testing.T) {
 	}
 	f.Close()
 	mustRestartSame(t, cfg, h)
+}
+
+func storeLogs(t *testing.T, s raftStore, from, to, term uint64) {
+	t.Helper()
+	var ls []*raft.Log
+	for i := from; i <= to; i++ {
+		ls = append(ls, &raft.Log{Index: i, Term: term, Type: raft.LogCommand, Data: []byte(fmt.Sprintf("e%d-%d", i, term))})
+	}
+	if err := s.StoreLogs(ls); err != nil {
+		t.Fatalf("store %d..%d: %v", from, to, err)
+	}
+}
+
+func openTracked(t *testing.T, dir, kind string) *trackedStore {
+	t.Helper()
+	s, path, err := openLogStore(storePath(dir, kind), kind, storeOptions{segmentSize: 1 << 20}, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	return &trackedStore{raftStore: s, kind: kind, path: path, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+}
+
+// A follower drops a conflicting suffix (raft's DeleteRange to the end) and restarts: raft-wal
+// before v0.4.1 sealed the tail without an index block and the restart panicked in raft.NewRaft
+// ("sealed segment has no index block", hashicorp/raft-wal#31). Both stores must reopen with
+// the shortened log and take the new suffix.
+func TestLogStore_SuffixTruncationThenRestart(t *testing.T) {
+	for _, kind := range []string{LogStoreBolt, LogStoreWAL} {
+		t.Run(kind, func(t *testing.T) {
+			dir := t.TempDir()
+			s := openTracked(t, dir, kind)
+			storeLogs(t, s, 1, 10, 1)
+			if err := s.DeleteRange(8, 10); err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			s = openTracked(t, dir, kind)
+			var l raft.Log
+			if last, _ := s.LastIndex(); last != 7 {
+				t.Fatalf("last index %d after truncating to 7", last)
+			}
+			if err := s.GetLog(7, &l); err != nil || string(l.Data) != "e7-1" {
+				t.Fatalf("entry 7 after restart: %v %q", err, l.Data)
+			}
+			storeLogs(t, s, 8, 9, 2)
+			s.Close()
+			s = openTracked(t, dir, kind)
+			defer s.Close()
+			if err := s.GetLog(9, &l); err != nil || string(l.Data) != "e9-2" {
+				t.Fatalf("entry 9 of the new term after restart: %v %q", err, l.Data)
+			}
+		})
+	}
+}
+
+// Compacted entries are gone on both stores (raft-wal keeps them on disk until their segment goes).
+func TestLogStore_CompactedEntriesAreNotServed(t *testing.T) {
+	for _, kind := range []string{LogStoreBolt, LogStoreWAL} {
+		t.Run(kind, func(t *testing.T) {
+			s := openTracked(t, t.TempDir(), kind)
+			defer s.Close()
+			storeLogs(t, s, 1, 20, 1)
+			if err := s.DeleteRange(1, 12); err != nil {
+				t.Fatal(err)
+			}
+			var l raft.Log
+			if err := s.GetLog(12, &l); !errors.Is(err, raft.ErrLogNotFound) {
+				t.Fatalf("compacted entry 12: %v, want ErrLogNotFound", err)
+			}
+			if err := s.GetLog(13, &l); err != nil {
+				t.Fatalf("entry 13: %v", err)
+			}
+		})
+	}
 }

@@ -159,12 +159,12 @@ func finishMigration(dir string, meta *nodeMeta, log *slog.Logger) error {
 // copyStore copies the stable values and every log entry of the kind-from store in dir into a
 // new kind-to store at path, and closes both.
 func copyStore(dir, from, path, to string) (first, last uint64, err error) {
-	src, _, err := openLogStore(storePath(dir, from), from, false, hclog.NewNullLogger())
+	src, _, err := openLogStore(storePath(dir, from), from, storeOptions{}, hclog.NewNullLogger())
 	if err != nil {
 		return 0, 0, err
 	}
 	defer src.Close()
-	dst, _, err := openLogStore(path, to, false, hclog.NewNullLogger())
+	dst, _, err := openLogStore(path, to, storeOptions{}, hclog.NewNullLogger())
 	if err != nil {
 		return 0, 0, err
 	}
@@ -209,12 +209,12 @@ func copyStore(dir, from, path, to string) (first, last uint64, err error) {
 // verifyStore reopens both stores and compares them: the same index range, every entry equal in
 // every field raft reads, the same stable values.
 func verifyStore(dir, from, path, to string) error {
-	src, _, err := openLogStore(storePath(dir, from), from, false, hclog.NewNullLogger())
+	src, _, err := openLogStore(storePath(dir, from), from, storeOptions{}, hclog.NewNullLogger())
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	dst, _, err := openLogStore(path, to, false, hclog.NewNullLogger())
+	dst, _, err := openLogStore(path, to, storeOptions{}, hclog.NewNullLogger())
 	if err != nil {
 		return err
 	}

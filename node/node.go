@@ -141,7 +141,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			Level:  hclog.LevelFromString(cfg.RaftLogLevel),
 		}).With("node", cfg.ID)
 	}
-	store, storeAt, err := openLogStore(storePath(cfg.DataDir, kind), kind, cfg.NoSync, hl)
+	store, storeAt, err := openLogStore(storePath(cfg.DataDir, kind), kind, storeOptions{noSync: cfg.NoSync, segmentSize: cfg.WALSegmentSize}, hl)
 	if err != nil {
 		return nil, err
 	}

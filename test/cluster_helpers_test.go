@@ -113,6 +113,7 @@ func (c *cluster) nodeConfig(m *slot) node.Config {
 	cfg.ID, cfg.RaftAddr, cfg.APIAddr, cfg.DataDir = m.id, m.raftAddr, m.apiAddr, m.dir
 	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 500*time.Millisecond, 500*time.Millisecond, 250*time.Millisecond
 	cfg.TrailingLogs = 10 // a snapshot compacts the log, so late members need InstallSnapshot
+	cfg.LogStore = testLogStore
 	cfg.RaftLogOutput = io.Discard
 	if os.Getenv("LIMITER_TEST_LOG") != "" {
 		cfg.RaftLogOutput = os.Stderr

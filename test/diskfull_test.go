@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -75,28 +76,57 @@ func TestDiskFull_FollowerLeaderAndEveryMember(t *testing.T) {
 	}
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
+	// raft-wal preallocates each segment: 64 MiB ones would not fit the 32 MiB disk at all.
+	t.Setenv("LIMITERD_WAL_SEGMENT_SIZE", "1MiB")
 	c := startPClusterWith(t, 3, 0, seed, func(dir string) { mountTmpfs(t, dir) })
 	cl := c.directClient()
-	const burst = 100_000
+	const burst = 1_000_000
 	mustSetLimit(t, cl, "disk", 1, time.Hour, burst)
-	var acked, unknown int64
-	n := 0
-	take := func(phase string, count int, within time.Duration) {
-		t.Helper()
-		for i := 0; i < count; i++ {
-			n++
-			res, err := cl.Take(ctxT(t, within), "disk", "k", 1, fmt.Sprintf("disk-%d", n))
-			switch {
-			case err == nil && res.Allowed:
-				acked++
-			case err == nil:
-				t.Fatalf("%s: take %d denied: %+v", phase, n, res.Decision)
-			default:
-				if code := status.Code(err); code == codes.Internal || code == codes.Unknown {
-					t.Fatalf("%s: take %d answered %v, want a retryable code: %v", phase, n, code, err)
-				}
-				unknown++
+	var (
+		mu             sync.Mutex
+		acked, unknown int64
+		n              int
+		bad            []string
+	)
+	one := func(phase string, within time.Duration) {
+		mu.Lock()
+		n++
+		id := fmt.Sprintf("disk-%d", n)
+		mu.Unlock()
+		res, err := cl.Take(ctxT(t, within), "disk", "k", 1, id)
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case err == nil && res.Allowed:
+			acked++
+		case err == nil:
+			bad = append(bad, fmt.Sprintf("%s: take %s denied: %+v", phase, id, res.Decision))
+		default:
+			if code := status.Code(err); code == codes.Internal || code == codes.Unknown {
+				bad = append(bad, fmt.Sprintf("%s: take %s answered %v, want a retryable code: %v", phase, id, code, err))
 			}
+			unknown++
+		}
+	}
+	// take makes count takes, callers at a time (many callers fill a log faster: raft-wal writes
+	// into preallocated segments and fails only when it needs a new one).
+	take := func(phase string, count, callers int, within time.Duration) {
+		t.Helper()
+		var wg sync.WaitGroup
+		for w := 0; w < callers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := w; i < count; i += callers {
+					one(phase, within)
+				}
+			}()
+		}
+		wg.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		if len(bad) > 0 {
+			t.Fatal(strings.Join(bad, "\n"))
 		}
 	}
 	reason := func(i int) string {
@@ -110,7 +140,7 @@ func TestDiskFull_FollowerLeaderAndEveryMember(t *testing.T) {
 		t.Helper()
 		waitFor(t, 60*time.Second, c.ids[i]+" serving again", func() bool { st, err := c.status(i, false); return err == nil && st.GetNotServing() == "" })
 	}
-	take("warm up", 20, 30*time.Second)
+	take("warm up", 20, 1, 30*time.Second)
 
 	// A full follower: the cluster goes on; the follower says it cannot write its log.
 	l := c.waitLeader(30 * time.Second)
@@ -118,22 +148,22 @@ func TestDiskFull_FollowerLeaderAndEveryMember(t *testing.T) {
 	filler := fill(t, filepath.Join(c.dir, c.ids[f]))
 	var why string
 	waitFor(t, 30*time.Second, c.ids[f]+" reporting its full disk", func() bool {
-		take("follower full", 5, 30*time.Second)
+		take("follower full", 400, 16, 30*time.Second)
 		why = reason(f)
 		return strings.Contains(why, "cannot write the Raft log")
 	})
 	t.Logf("full follower: %s", why)
 	os.Remove(filler)
-	take("follower freed", 5, 30*time.Second)
+	take("follower freed", 5, 1, 30*time.Second)
 	waitServing(f)
 
 	// A full leader: its takes fail to append and are answered Unavailable; the client retries with
 	// the same request ID and another member leads.
 	l = c.waitLeader(30 * time.Second)
 	filler = fill(t, filepath.Join(c.dir, c.ids[l]))
-	take("leader full", 30, 60*time.Second)
+	take("leader full", 30, 1, 60*time.Second)
 	waitFor(t, 30*time.Second, c.ids[l]+" reporting its full disk", func() bool {
-		take("leader full", 2, 60*time.Second)
+		take("leader full", 400, 16, 60*time.Second)
 		return strings.Contains(reason(l), "cannot write the Raft log")
 	})
 	os.Remove(filler)
@@ -149,7 +179,7 @@ func TestDiskFull_FollowerLeaderAndEveryMember(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("every disk is full and takes are still acknowledged after 90 s")
 		}
-		take("all full", 1, 3*time.Second)
+		take("all full", 64, 16, 3*time.Second)
 	}
 	// A member that has not tried to write since may truthfully still be serving (stale reads);
 	// the ones that tried say why they are not, and no member serves as leader.
@@ -174,7 +204,7 @@ func TestDiskFull_FollowerLeaderAndEveryMember(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		waitServing(i)
 	}
-	take("all freed", 10, 60*time.Second)
+	take("all freed", 10, 1, 60*time.Second)
 	c.converge(60 * time.Second)
 
 	d := mustPeek(t, cl, "disk", "k")

@@ -147,6 +147,7 @@ func TestOps_HealthReflectsWhetherTheNodeCanServe(t *testing.T) {
 func TestOps_DeclaredLimitsAreCreatedOnceAndNeverOverridden(t *testing.T) {
 	addrs := freeAddrs(t, 2)
 	cfg := node.DefaultConfig()
+	cfg.LogStore = testLogStore
 	cfg.ID, cfg.RaftAddr, cfg.DataDir = "solo", addrs[0], t.TempDir()
 	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 300*time.Millisecond, 300*time.Millisecond, 150*time.Millisecond
 	cfg.Bootstrap = []node.Peer{{ID: "solo", RaftAddr: addrs[0]}}

@@ -78,7 +78,14 @@ func (s *syncBuffer) String() string {
 
 func startProc(t *testing.T, bin string, args ...string) *proc {
 	t.Helper()
+	return startProcEnv(t, nil, bin, args...)
+}
+
+// startProcEnv starts a process with env added to the test's environment (a later value wins).
+func startProcEnv(t *testing.T, env []string, bin string, args ...string) *proc {
+	t.Helper()
 	p := &proc{cmd: exec.Command(bin, args...), out: &syncBuffer{}}
+	p.cmd.Env = append(withLogStore(os.Environ()), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", bin, err)
@@ -108,6 +115,14 @@ func (p *proc) stop(t *testing.T, sig syscall.Signal) error {
 		<-done
 		return errors.New("did not exit within 15s of the signal; killed")
 	}
+}
+
+// runCmd runs a command to its end with the test's environment and returns its output.
+func runCmd(bin string, args ...string) (string, error) {
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "LIMITERD_LOG_STORE=")
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }
 
 // limitctl runs the CLI and returns its stdout, stderr and exit status.

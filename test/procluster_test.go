@@ -127,6 +127,7 @@ func (c *pcluster) start(i int) {
 		"--data-dir", filepath.Join(c.dir, c.ids[i]), "--bootstrap", strings.Join(boot, ","),
 		"--raft-peer-addrs", strings.Join(peers, ","), "--heartbeat-timeout", "500ms",
 		"--clock-skew-file", c.skewFile(i), "--log-level", "warn")
+	cmd.Env = withLogStore(os.Environ())
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		c.t.Fatalf("start %s: %v", c.ids[i], err)

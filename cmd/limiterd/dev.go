@@ -46,6 +46,9 @@ same state. Plaintext and loopback only: never expose it.`,
 			if base < 1024 || base+devMetricsOffset+devNodes > 65535 {
 				return fmt.Errorf("--port-base %d: want 1024 to %d", base, 65535-devMetricsOffset-devNodes)
 			}
+			if err := logStoreConfig(f, &node.Config{}); err != nil {
+				return err
+			}
 			return runDev(cmd.Context(), f, dataDir, base, stdout, stderr)
 		},
 	}
@@ -53,6 +56,7 @@ same state. Plaintext and loopback only: never expose it.`,
 	cmd.Flags().IntVar(&base, "port-base", devPortBase, "move every port: gRPC on base+1..3, Raft on base+11..13, metrics on base+2001..2003 (to run beside another dev cluster or the compose file)")
 	cmd.Flags().IntVar(&f.inflight, "inflight-batches", 1, "batch entries of takes in flight at once (group commit)")
 	cmd.Flags().BoolVar(&f.pprof, "pprof", false, fmt.Sprintf("serve Go's profiler at http://127.0.0.1:%d/debug/pprof/ (the whole process: all three members; base+2001)", devPortBase+devMetricsOffset))
+	addLogStoreFlag(cmd.Flags(), &f)
 	addLogFlags(cmd.Flags(), &f)
 	return cmd
 }
@@ -86,6 +90,7 @@ func runDev(ctx context.Context, f nodeFlags, dataDir string, base int, stdout, 
 		cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 500*time.Millisecond, 500*time.Millisecond, 250*time.Millisecond
 		cfg.RaftLogLevel = f.raftLogLevel
 		cfg.MaxInflightBatches = f.inflight
+		_ = logStoreConfig(f, &cfg) // checked above
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

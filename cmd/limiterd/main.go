@@ -45,7 +45,7 @@ type nodeFlags struct {
 	heartbeat                                                               time.Duration
 	peerAddrs, clockSkewFile                                                string
 	inflight                                                                int
-	dedupMemory                                                             string
+	dedupMemory, logStore, walSegment                                       string
 	metricsAddr, configFile, envoyConfig                                    string
 	envoyHeaders, insecure, pprof                                           bool
 	tls                                                                     certs.Files
@@ -87,6 +87,7 @@ For a local 3-node cluster in one process, run: limiterd dev`,
 	fl.StringVar(&f.apiAddr, "api-addr", "127.0.0.1:7400", "gRPC listen address")
 	fl.StringVar(&f.apiAdvertise, "api-advertise", "", "gRPC address other nodes and clients use to reach this one (default: --api-addr, or its port on --raft-addr's host when --api-addr is a wildcard)")
 	fl.StringVar(&f.dataDir, "data-dir", "", "directory for the Raft log, snapshots and node.json (required)")
+	addLogStoreFlag(fl, &f)
 	fl.StringVar(&f.bootstrap, "bootstrap", "", "create a new cluster with these voters: id=raft-host:port,... (must include this node; ignored when the data dir has state)")
 	fl.StringVar(&f.join, "join", "", "join an existing cluster by asking any of these members' gRPC addresses: host:port,...")
 	addLogFlags(fl, &f)
@@ -110,10 +111,28 @@ For a local 3-node cluster in one process, run: limiterd dev`,
 	fl.StringVar(&f.clockSkewFile, "clock-skew-file", "", "testing only: skew this node's clocks as a JSON file says ({\"offset_ns\":N,\"drift_ppm\":N}), re-read every 20ms")
 	_ = fl.MarkHidden("clock-skew-file")
 
-	root.AddCommand(newDevCmd(stdout, stderr))
+	root.AddCommand(newDevCmd(stdout, stderr), newMigrateLogCmd(stdout, stderr))
 	root.SetOut(stdout) // --version and help
 	root.SetErr(stderr)
 	return root
+}
+
+func addLogStoreFlag(fl *pflag.FlagSet, f *nodeFlags) {
+	fl.StringVar(&f.logStore, "log-store", "", "Raft log store for a new data dir: bolt (raft-boltdb, the default) or wal (raft-wal: faster commits); an existing data dir keeps its own, and another value is refused (convert with limiterd migrate-log)")
+	fl.StringVar(&f.walSegment, "wal-segment-size", "64MiB", "with --log-store wal: size of each log segment file (preallocated; the log is compacted a segment at a time)")
+}
+
+// logStoreConfig checks --log-store and --wal-segment-size and sets them on cfg.
+func logStoreConfig(f nodeFlags, cfg *node.Config) error {
+	if !node.ValidLogStore(f.logStore) {
+		return fmt.Errorf("--log-store %q: want bolt or wal", f.logStore)
+	}
+	size, err := cli.ParseSize(f.walSegment)
+	if err != nil || size < 1<<20 || size > 1<<30 {
+		return fmt.Errorf("--wal-segment-size %q: want 1MiB to 1GiB", f.walSegment)
+	}
+	cfg.LogStore, cfg.WALSegmentSize = f.logStore, int(size)
+	return nil
 }
 
 func addLogFlags(fl *pflag.FlagSet, f *nodeFlags) {
@@ -170,6 +189,9 @@ func runNode(ctx context.Context, f nodeFlags, limits []server.LimitDecl, stdout
 	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = f.heartbeat, f.heartbeat, f.heartbeat/2
 	cfg.RaftLogLevel = f.raftLogLevel
 	cfg.MaxInflightBatches = f.inflight
+	if err := logStoreConfig(f, &cfg); err != nil {
+		return err
+	}
 	budget, err := cli.ParseSize(f.dedupMemory)
 	if err != nil {
 		return fmt.Errorf("--dedup-memory: %w", err)
