@@ -1,6 +1,8 @@
 // hashicorp/raft is pinned at v1.7.3: v1.8.0 needs go-metrics v0.7.0, which dropped the compat
 // package that raft-boltdb/v2 v2.3.1 imports, and its RestoreCommittedLogs needs a commit-tracking
 // log store that raft-boltdb lacks. See node/DESIGN.md.
+// go.etcd.io/bbolt is required at a current release on purpose: raft-boltdb/v2 v2.3.1 alone would
+// pull v1.3.5 (2020). raft-wal is v0.4.2: v0.4.0 cannot restart after a suffix truncation.
 module github.com/limiterd/limiter
 
 go 1.26.8
@@ -15,8 +17,8 @@ require (
 	github.com/hashicorp/raft-wal v0.4.2
 	github.com/prometheus/client_golang v1.25.0
 	github.com/spf13/cobra v1.10.2
-	github.com/spf13/pflag v1.0.9
-	go.etcd.io/bbolt v1.3.6
+	github.com/spf13/pflag v1.0.10
+	go.etcd.io/bbolt v1.5.0
 	golang.org/x/time v0.16.0
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12

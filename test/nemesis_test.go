@@ -308,7 +308,11 @@ func (nm *nemesis) step(stop <-chan struct{}) {
 
 func TestNemesis_LinearizableExactlyOnceNoOverAdmissionUnderFaults(t *testing.T) {
 	dur, nodes, seed := nemesisSettings(t)
-	t.Logf("nemesis: seed=%d (LIMITER_SEED=%d reproduces the schedule) nodes=%d duration=%v", seed, seed, nodes, dur)
+	store := testLogStore
+	if store == "" {
+		store = "bolt (default)"
+	}
+	t.Logf("nemesis: seed=%d (LIMITER_SEED=%d reproduces the schedule) nodes=%d duration=%v log store=%s", seed, seed, nodes, dur, store)
 	c := startPCluster(t, nodes, clientsCount, seed)
 	direct := c.directClient()
 	ctx := context.Background()
