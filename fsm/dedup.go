@@ -216,7 +216,9 @@ func (d *dedupTable) insert(e dedupEntry, full *outcome) {
 	slot := d.slot(d.n)
 	d.ring[slot] = e
 	d.n++
-	delete(d.full, e.key) // a replaced record's outcome goes with it
+	if len(d.full) > 0 {
+		delete(d.full, e.key) // a replaced record's outcome goes with it
+	}
 	if full != nil {
 		d.full[e.key] = full
 	}
@@ -228,15 +230,22 @@ func (d *dedupTable) insert(e dedupEntry, full *outcome) {
 	}
 }
 
-// resize moves the ring's entries to a ring of capacity c (>= n), head at 0.
+// resize moves the ring's entries to a ring of capacity c (>= n), head at 0. The index is
+// remapped slot by slot (a slot's new position is its distance from the head), not rebuilt: a
+// rebuild probes for every entry, and the ring grows by an eighth at a time.
 func (d *dedupTable) resize(c int) {
-	keep := d.liveFlags()
 	ring := make([]dedupEntry, c)
 	for i := 0; i < d.n; i++ {
 		ring[i] = d.ring[d.slot(i)]
 	}
+	if old := len(d.ring); old > 0 {
+		for pos, v := range d.index {
+			if v != 0 {
+				d.index[pos] = int32((int(v-1)-d.head+old)%old + 1)
+			}
+		}
+	}
 	d.ring, d.head = ring, 0
-	d.rebuild(keep, len(d.index))
 }
 
 // liveFlags says, by ring order, which entries the index points to.

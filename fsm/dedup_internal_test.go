@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -109,5 +110,20 @@ func TestDedupTable_MatchesAPlainModel(t *testing.T) {
 		if n != d.len() {
 			t.Fatalf("round %d: each visits %d records, len %d", round, n, d.len())
 		}
+	}
+}
+
+// BenchmarkDedupInsert records b.N fresh request IDs (one-item admitted takes), as a leader
+// applying a steady stream of takes does: the table grows, ring and index with it.
+//
+//	go test -run '^$' -bench DedupInsert -benchmem ./fsm/
+func BenchmarkDedupInsert(b *testing.B) {
+	d := newDedupTable(int64(time.Hour), 1<<30)
+	o := &outcome{results: []bucket.Result{{Allowed: true, Remaining: 5, Limit: 10}}}
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		var k idKey
+		binary.LittleEndian.PutUint64(k[:8], uint64(i)*0x9E3779B97F4A7C15)
+		d.put(k, uint64(i), int64(time.Hour), o, false)
 	}
 }

@@ -121,6 +121,12 @@ type Config struct {
 	MaxBatchTakes      int
 	MaxBatchBytes      int
 	MaxInflightBatches int
+	// MaxAppendEntries is raft's: how many entries the leader writes in one StoreLogs and sends in
+	// one AppendEntries (1 to 1024). LogCacheSize, when positive, keeps that many recent entries in
+	// memory in front of the log store (raft.LogCache), so the leader's replication does not read
+	// them back from disk. BENCHMARKS.md has the measurements behind the defaults.
+	MaxAppendEntries int
+	LogCacheSize     int
 
 	// FSM parameters; must be identical on every member.
 	FSM fsm.Config
@@ -163,6 +169,7 @@ func DefaultConfig() Config {
 		MaxBatchTakes:      1024,
 		MaxBatchBytes:      1 << 20,
 		MaxInflightBatches: 1,
+		MaxAppendEntries:   512,
 		FSM:                fsm.DefaultConfig(),
 		RaftLogLevel:       "warn",
 	}
@@ -202,6 +209,8 @@ func (c *Config) Validate() error {
 		// A leader that cannot reach a quorum steps down after LeaderLeaseTimeout and then votes
 		// for anyone at once: it must not still hold its read lease by then.
 		return fmt.Errorf("node config: LeaseDuration %v (default: half the heartbeat timeout) must not exceed LeaderLeaseTimeout %v", c.effectiveLease(), c.LeaderLeaseTimeout)
+	case c.MaxAppendEntries < 1 || c.MaxAppendEntries > 1024 || c.LogCacheSize < 0:
+		return fmt.Errorf("node config: MaxAppendEntries %d (want 1 to 1024) or LogCacheSize %d (want >= 0)", c.MaxAppendEntries, c.LogCacheSize)
 	case c.MaxBatchTakes <= 0 || c.MaxBatchBytes <= 0 || c.MaxInflightBatches <= 0:
 		return fmt.Errorf("node config: batch bounds must be positive")
 	}

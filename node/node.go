@@ -219,7 +219,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		rc.SnapshotInterval = cfg.SnapshotInterval
 	}
 	rc.TrailingLogs = cfg.TrailingLogs
-	rc.MaxAppendEntries = 512
+	rc.MaxAppendEntries = cfg.MaxAppendEntries
 	rc.Logger = hl
 	if err := raft.ValidateConfig(rc); err != nil {
 		return nil, fmt.Errorf("raft config: %w", err)
@@ -252,7 +252,13 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		// A full heartbeat timeout covers the lease plus the heartbeat interval and drift.
 		time.Sleep(cfg.HeartbeatTimeout)
 	}
-	n.raft, err = raft.NewRaft(rc, raftFSM{n}, n.store, n.store, n.snaps, n.trans)
+	var logs raft.LogStore = n.store
+	if cfg.LogCacheSize > 0 {
+		if logs, err = raft.NewLogCache(cfg.LogCacheSize, n.store); err != nil {
+			return nil, fmt.Errorf("raft log cache: %w", err)
+		}
+	}
+	n.raft, err = raft.NewRaft(rc, raftFSM{n}, logs, n.store, n.snaps, n.trans)
 	if err != nil {
 		if metas, lerr := n.snaps.List(); lerr == nil && len(metas) > 0 {
 			return nil, fmt.Errorf("start raft from %s (newest snapshot %s): %w",

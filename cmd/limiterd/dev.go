@@ -54,7 +54,7 @@ same state. Plaintext and loopback only: never expose it.`,
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "keep the cluster's data here (default: a temporary folder removed on exit)")
 	cmd.Flags().IntVar(&base, "port-base", devPortBase, "move every port: gRPC on base+1..3, Raft on base+11..13, metrics on base+2001..2003 (to run beside another dev cluster or the compose file)")
-	cmd.Flags().IntVar(&f.inflight, "inflight-batches", 1, "batch entries of takes in flight at once (group commit)")
+	addTuningFlags(cmd.Flags(), &f)
 	cmd.Flags().BoolVar(&f.pprof, "pprof", false, fmt.Sprintf("serve Go's profiler at http://127.0.0.1:%d/debug/pprof/ (the whole process: all three members; base+2001)", devPortBase+devMetricsOffset))
 	addLogStoreFlag(cmd.Flags(), &f)
 	addLogFlags(cmd.Flags(), &f)
@@ -89,7 +89,7 @@ func runDev(ctx context.Context, f nodeFlags, dataDir string, base int, stdout, 
 		cfg.ID, cfg.RaftAddr, cfg.DataDir, cfg.Bootstrap = p.ID, p.RaftAddr, filepath.Join(dataDir, p.ID), peers
 		cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 500*time.Millisecond, 500*time.Millisecond, 250*time.Millisecond
 		cfg.RaftLogLevel = f.raftLogLevel
-		cfg.MaxInflightBatches = f.inflight
+		tuningConfig(f, &cfg)
 		_ = logStoreConfig(f, &cfg) // checked above
 		wg.Add(1)
 		go func() {

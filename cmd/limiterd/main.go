@@ -44,7 +44,7 @@ type nodeFlags struct {
 	logLevel, logFormat, raftLogLevel                                       string
 	heartbeat                                                               time.Duration
 	peerAddrs, clockSkewFile                                                string
-	inflight                                                                int
+	inflight, maxAppend, logCache                                           int
 	dedupMemory, logStore, walSegment                                       string
 	metricsAddr, configFile, envoyConfig                                    string
 	envoyHeaders, insecure, pprof                                           bool
@@ -91,7 +91,7 @@ For a local 3-node cluster in one process, run: limiterd dev`,
 	fl.StringVar(&f.bootstrap, "bootstrap", "", "create a new cluster with these voters: id=raft-host:port,... (must include this node; ignored when the data dir has state)")
 	fl.StringVar(&f.join, "join", "", "join an existing cluster by asking any of these members' gRPC addresses: host:port,...")
 	addLogFlags(fl, &f)
-	fl.IntVar(&f.inflight, "inflight-batches", 1, "batch entries of takes in flight at once (group commit)")
+	addTuningFlags(fl, &f)
 	fl.StringVar(&f.dedupMemory, "dedup-memory", "512MiB", "memory for the exactly-once table: it holds this over 64 bytes of request IDs (512MiB: 8.4 million, a 2-minute window at 69,000 takes/s); the same on every member")
 	fl.StringVar(&f.configFile, "config", "", "YAML file with flag values (keys are the flag names) and `limits` to create: [{name, rate, per, burst}]")
 	fl.StringVar(&f.tls.Cert, "tls-cert", "", "serve gRPC over TLS with this certificate (PEM), and run Raft over mutual TLS with it")
@@ -120,6 +120,18 @@ For a local 3-node cluster in one process, run: limiterd dev`,
 func addLogStoreFlag(fl *pflag.FlagSet, f *nodeFlags) {
 	fl.StringVar(&f.logStore, "log-store", "", "Raft log store for a new data dir: bolt (raft-boltdb, the default) or wal (raft-wal: faster commits); an existing data dir keeps its own, and another value is refused (convert with limiterd migrate-log)")
 	fl.StringVar(&f.walSegment, "wal-segment-size", "64MiB", "with --log-store wal: size of each log segment file (preallocated; the log is compacted a segment at a time)")
+}
+
+// addTuningFlags declares the commit path's knobs (BENCHMARKS.md measures them).
+func addTuningFlags(fl *pflag.FlagSet, f *nodeFlags) {
+	fl.IntVar(&f.inflight, "inflight-batches", 1, "batch entries of takes in flight at once (group commit)")
+	fl.IntVar(&f.maxAppend, "raft-max-append-entries", 512, "entries the leader writes in one log write and sends in one AppendEntries (1 to 1024)")
+	fl.IntVar(&f.logCache, "raft-log-cache", 0, "keep this many recent log entries in memory in front of the log store (0: none)")
+}
+
+// tuningConfig sets the commit path's knobs on cfg.
+func tuningConfig(f nodeFlags, cfg *node.Config) {
+	cfg.MaxInflightBatches, cfg.MaxAppendEntries, cfg.LogCacheSize = f.inflight, f.maxAppend, f.logCache
 }
 
 // logStoreConfig checks --log-store and --wal-segment-size and sets them on cfg.
@@ -188,7 +200,7 @@ func runNode(ctx context.Context, f nodeFlags, limits []server.LimitDecl, stdout
 	cfg.APIAddr = f.apiAdvertise
 	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = f.heartbeat, f.heartbeat, f.heartbeat/2
 	cfg.RaftLogLevel = f.raftLogLevel
-	cfg.MaxInflightBatches = f.inflight
+	tuningConfig(f, &cfg)
 	if err := logStoreConfig(f, &cfg); err != nil {
 		return err
 	}

@@ -6,6 +6,9 @@
 # against the same run's no-op call, and a lone caller. For limiterd it also prints the commit
 # path's medians from raft's own metrics after the 64-caller run.
 # Usage: log-stores.sh [ROUNDS] [extra limiterd dev flags...]
+# VARIANTS replaces the two limiterd setups, e.g. to compare a setting interleaved on one store:
+#   VARIANTS="wal-1=--log-store=wal,--inflight-batches=1 wal-2=--log-store=wal,--inflight-batches=2" \
+#   GUBERNATOR=0 log-stores.sh 3
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 rounds=${1:-3}
@@ -46,9 +49,11 @@ print("    commit path (medians): " + ", ".join("%s %.2f ms" % (k, got[k]) for k
 
 for i in $(seq "$rounds"); do
   echo "== round $i"
-  for store in bolt wal; do
+  for variant in ${VARIANTS:-bolt=--log-store=bolt wal=--log-store=wal}; do
+    store=${variant%%=*}
+    IFS=, read -r -a vflags <<<"${variant#*=}"
     base=$((20000 + RANDOM % 20000))
-    "$bin/limiterd" dev --data-dir "$data/$store$i" --port-base "$base" --log-store "$store" "$@" >"$data/dev.log" 2>&1 &
+    "$bin/limiterd" dev --data-dir "$data/$store$i" --port-base "$base" "${vflags[@]}" "$@" >"$data/dev.log" 2>&1 &
     pid=$!
     addr="127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2)),127.0.0.1:$((base + 3))"
     sleep 4
@@ -59,6 +64,7 @@ for i in $(seq "$rounds"); do
     lb -c 1 | fmt "$store, 1 caller"
     stop
   done
+  [ "${GUBERNATOR:-1}" = 1 ] || continue
   base=$((20000 + RANDOM % 20000))
   "$bin/gubebench" serve --peers 3 --port-base "$base" >"$data/gube.log" 2>&1 &
   pid=$!
