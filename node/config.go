@@ -124,7 +124,8 @@ type Config struct {
 	// MaxAppendEntries is raft's: how many entries the leader writes in one StoreLogs and sends in
 	// one AppendEntries (1 to 1024). LogCacheSize, when positive, keeps that many recent entries in
 	// memory in front of the log store (raft.LogCache), so the leader's replication does not read
-	// them back from disk. BENCHMARKS.md has the measurements behind the defaults.
+	// them back from disk (256 by default: a few MB at typical batch sizes, at most 256 MaxBatchBytes
+	// entries). BENCHMARKS.md has the measurements behind the defaults.
 	MaxAppendEntries int
 	LogCacheSize     int
 
@@ -170,6 +171,7 @@ func DefaultConfig() Config {
 		MaxBatchBytes:      1 << 20,
 		MaxInflightBatches: 1,
 		MaxAppendEntries:   512,
+		LogCacheSize:       256,
 		FSM:                fsm.DefaultConfig(),
 		RaftLogLevel:       "warn",
 	}

@@ -126,7 +126,7 @@ func addLogStoreFlag(fl *pflag.FlagSet, f *nodeFlags) {
 func addTuningFlags(fl *pflag.FlagSet, f *nodeFlags) {
 	fl.IntVar(&f.inflight, "inflight-batches", 1, "batch entries of takes in flight at once (group commit)")
 	fl.IntVar(&f.maxAppend, "raft-max-append-entries", 512, "entries the leader writes in one log write and sends in one AppendEntries (1 to 1024)")
-	fl.IntVar(&f.logCache, "raft-log-cache", 0, "keep this many recent log entries in memory in front of the log store (0: none)")
+	fl.IntVar(&f.logCache, "raft-log-cache", 256, "keep this many recent log entries in memory in front of the log store, so replication does not read them back (0: none)")
 }
 
 // tuningConfig sets the commit path's knobs on cfg.
