@@ -25,6 +25,8 @@ fmt() { # label: reads a limitbench/gubebench JSON report on stdin
   python3 -c '
 import json, sys
 r = json.load(sys.stdin); m = r["main"]; b = r.get("baseline")
+if m["ops_per_second"] == 0 or (b and b["ops_per_second"] == 0):
+    print("%-26s no answers (see the server log)" % sys.argv[1], flush=True); sys.exit(0)
 line = "%-26s %8.0f/s  p50 %6.2f ms  p99 %6.2f ms" % (sys.argv[1], m["ops_per_second"], m["latency_us"]["p50"] / 1000, m["latency_us"]["p99"] / 1000)
 if b:
     line += "  | no-op %8.0f/s p99 %6.2f ms  ratio %.2fx  p99 ratio %.2fx" % (
@@ -68,7 +70,7 @@ for i in $(seq "$rounds"); do
   base=$((20000 + RANDOM % 20000))
   "$bin/gubebench" serve --peers 3 --port-base "$base" >"$data/gube.log" 2>&1 &
   pid=$!
-  sleep 2
+  for _ in $(seq 50); do grep -q "gRPC on" "$data/gube.log" && break; sleep 0.2; done
   "$bin/gubebench" load --addr "127.0.0.1:$((base + 1))" -c 64 -d 6s --keys 10000 -o json | fmt "gubernator, 64 callers"
   "$bin/gubebench" load --addr "127.0.0.1:$((base + 1))" -c 256 -d 6s --keys 10000 -o json | fmt "gubernator, 256 callers"
   "$bin/gubebench" load --addr "127.0.0.1:$((base + 1))" -c 1 -d 6s --keys 10000 --baseline=false -o json | fmt "gubernator, 1 caller"
