@@ -3,11 +3,13 @@ package node
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -173,23 +175,12 @@ func copyStore(dir, from, path, to string) (first, last uint64, err error) {
 			err = fmt.Errorf("close %s: %w", path, cerr)
 		}
 	}()
-	for _, k := range stableUint64Keys {
-		if v, ok, err := getStableUint64(src, k); err != nil {
-			return 0, 0, err
-		} else if ok {
-			if err := dst.SetUint64([]byte(k), v); err != nil {
-				return 0, 0, fmt.Errorf("write %s to %s: %w", k, path, err)
-			}
-		}
+	vals, err := stableValues(src)
+	if err != nil {
+		return 0, 0, err
 	}
-	for _, k := range stableBytesKeys {
-		if v, ok, err := getStable(src, k); err != nil {
-			return 0, 0, err
-		} else if ok {
-			if err := dst.Set([]byte(k), v); err != nil {
-				return 0, 0, fmt.Errorf("write %s to %s: %w", k, path, err)
-			}
-		}
+	if err := setStableValues(dst, vals); err != nil {
+		return 0, 0, fmt.Errorf("write to %s: %w", path, err)
 	}
 	if first, err = src.FirstIndex(); err != nil {
 		return 0, 0, fmt.Errorf("read the log's first index: %w", err)
@@ -219,31 +210,21 @@ func verifyStore(dir, from, path, to string) error {
 		return err
 	}
 	defer dst.Close()
-	for _, k := range stableUint64Keys {
-		a, aok, err := getStableUint64(src, k)
-		if err != nil {
-			return err
-		}
-		b, bok, err := getStableUint64(dst, k)
-		if err != nil {
-			return err
-		}
-		if a != b || aok != bok {
-			return fmt.Errorf("stable %s: %d (set %v) became %d (set %v)", k, a, aok, b, bok)
+	a, err := stableValues(src)
+	if err != nil {
+		return err
+	}
+	b, err := stableValues(dst)
+	if err != nil {
+		return err
+	}
+	for k, v := range a {
+		if !bytes.Equal(v, b[k]) {
+			return fmt.Errorf("stable %s: %x became %x", k, v, b[k])
 		}
 	}
-	for _, k := range stableBytesKeys {
-		a, _, err := getStable(src, k)
-		if err != nil {
-			return err
-		}
-		b, _, err := getStable(dst, k)
-		if err != nil {
-			return err
-		}
-		if !bytes.Equal(a, b) {
-			return fmt.Errorf("stable %s: %q became %q", k, a, b)
-		}
+	if len(a) != len(b) {
+		return fmt.Errorf("stable values: %d became %d", len(a), len(b))
 	}
 	f1, err1 := src.FirstIndex()
 	l1, err2 := src.LastIndex()
@@ -258,44 +239,65 @@ func verifyStore(dir, from, path, to string) error {
 	if f1 != f2 || l1 != l2 {
 		return fmt.Errorf("index range [%d, %d] became [%d, %d]", f1, l1, f2, l2)
 	}
-	var a, b raft.Log
+	var x, y raft.Log
 	for i := f1; i <= l1; i++ {
-		if err := src.GetLog(i, &a); err != nil {
+		if err := src.GetLog(i, &x); err != nil {
 			return fmt.Errorf("read entry %d: %w", i, err)
 		}
-		if err := dst.GetLog(i, &b); err != nil {
+		if err := dst.GetLog(i, &y); err != nil {
 			return fmt.Errorf("read entry %d of the copy: %w", i, err)
 		}
-		if a.Index != b.Index || a.Term != b.Term || a.Type != b.Type || !bytes.Equal(a.Data, b.Data) ||
-			!bytes.Equal(a.Extensions, b.Extensions) || !a.AppendedAt.Equal(b.AppendedAt) {
+		if x.Index != y.Index || x.Term != y.Term || x.Type != y.Type || !bytes.Equal(x.Data, y.Data) ||
+			!bytes.Equal(x.Extensions, y.Extensions) || !x.AppendedAt.Equal(y.AppendedAt) {
 			return fmt.Errorf("entry %d differs", i)
 		}
 	}
 	return nil
 }
 
-// getStable reads a stable-store key; ok is false when it was never set (raft-boltdb says
-// "not found", raft-wal returns nothing).
-func getStable(s raft.StableStore, k string) (v []byte, ok bool, err error) {
-	v, err = s.Get([]byte(k))
-	if err != nil && err.Error() == "not found" {
-		return nil, false, nil
+// stableValues reads the stable-store keys raft writes that are set (raft-boltdb says "not
+// found" for a key never set, raft-wal returns nothing). A uint64 is returned big-endian whatever
+// the store keeps: raft-boltdb stores it big-endian, raft-wal little-endian, so raw bytes must
+// never be copied across.
+func stableValues(s raft.StableStore) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	for _, k := range append(append([]string{}, stableUint64Keys...), stableBytesKeys...) {
+		v, err := s.Get([]byte(k))
+		if err != nil && err.Error() == "not found" {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", k, err)
+		}
+		if len(v) == 0 {
+			continue
+		}
+		if slices.Contains(stableUint64Keys, k) {
+			n, err := s.GetUint64([]byte(k))
+			if err != nil {
+				return nil, fmt.Errorf("read %s: %w", k, err)
+			}
+			v = binary.BigEndian.AppendUint64(nil, n)
+		}
+		out[k] = v
 	}
-	if err != nil {
-		return nil, false, fmt.Errorf("read %s: %w", k, err)
-	}
-	return v, len(v) > 0, nil
+	return out, nil
 }
 
-func getStableUint64(s raft.StableStore, k string) (uint64, bool, error) {
-	if _, ok, err := getStable(s, k); err != nil || !ok {
-		return 0, false, err
+// setStableValues writes what stableValues read, each uint64 through the store's own SetUint64.
+func setStableValues(s raft.StableStore, vals map[string][]byte) error {
+	for k, v := range vals {
+		var err error
+		if slices.Contains(stableUint64Keys, k) {
+			err = s.SetUint64([]byte(k), binary.BigEndian.Uint64(v))
+		} else {
+			err = s.Set([]byte(k), v)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", k, err)
+		}
 	}
-	n, err := s.GetUint64([]byte(k))
-	if err != nil {
-		return 0, false, fmt.Errorf("read %s: %w", k, err)
-	}
-	return n, true, nil
+	return nil
 }
 
 func exists(p string) bool {

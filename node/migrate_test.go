@@ -17,6 +17,7 @@ func TestMigrateLog_BothWaysKeepsEveryEntryAndValue(t *testing.T) {
 		to := otherKind(from)
 		t.Run(from+"-to-"+to, func(t *testing.T) {
 			cfg, h := dataDirWithLog(t, from, 30)
+			term := currentTerm(t, cfg.DataDir, from)
 			rep, err := MigrateLog(cfg.DataDir, to, nil)
 			if err != nil {
 				t.Fatalf("migrate: %v", err)
@@ -29,6 +30,10 @@ func TestMigrateLog_BothWaysKeepsEveryEntryAndValue(t *testing.T) {
 			}
 			if m, _, _ := readMeta(cfg.DataDir); m.LogStore != to || m.MigratedFrom != "" {
 				t.Fatalf("node.json %+v", m)
+			}
+			// The stores keep a uint64 in opposite byte orders: the term must come out the same.
+			if got := currentTerm(t, cfg.DataDir, to); got != term || term == 0 {
+				t.Fatalf("current term %d became %d", term, got)
 			}
 			cfg.LogStore = ""
 			h = mustRestartSame(t, cfg, h)
@@ -188,6 +193,18 @@ func TestMigrateLog_KilledAtRandomMomentsLeavesADataDirThatStarts(t *testing.T) 
 	if killed == 0 {
 		t.Logf("no kill landed inside a migration in this run")
 	}
+}
+
+// currentTerm reads raft's current term from a stopped member's store of the given kind.
+func currentTerm(t *testing.T, dir, kind string) uint64 {
+	t.Helper()
+	s := openTracked(t, dir, kind)
+	defer s.Close()
+	n, err := s.GetUint64([]byte("CurrentTerm"))
+	if err != nil {
+		t.Fatalf("read the current term: %v", err)
+	}
+	return n
 }
 
 func exitSignal(err error) (syscall.Signal, bool) {

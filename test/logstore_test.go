@@ -27,12 +27,7 @@ func TestProcesses_DevClusterMigratedBetweenLogStoresKeepsState(t *testing.T) {
 	bin := mustBuild(t)
 	limiterd := filepath.Join(bin, "limiterd")
 	dir := t.TempDir()
-	base := freePortBase(t)
-	var api []string
-	for i := 1; i <= 3; i++ {
-		api = append(api, fmt.Sprintf("127.0.0.1:%d", base+i))
-	}
-	env := []string{"LIMITCTL_ADDR=" + strings.Join(api, ",")}
+	base, env := devPorts(t)
 	dev := startProc(t, limiterd, "dev", "--data-dir", dir, "--port-base", fmt.Sprint(base), "--log-store", "wal")
 	checkFiveTakesThenDenied(t, bin, env, "1h")
 	if err := dev.stop(t, syscall.SIGINT); err != nil {

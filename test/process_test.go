@@ -225,12 +225,7 @@ func TestProcesses_ThreeNodeRecipeFromREADME(t *testing.T) {
 func TestProcesses_DevClusterRestartedOnSameDataDirKeepsState(t *testing.T) {
 	bin := mustBuild(t)
 	dir := t.TempDir()
-	base := freePortBase(t)
-	var api []string
-	for i := 1; i <= 3; i++ {
-		api = append(api, fmt.Sprintf("127.0.0.1:%d", base+i))
-	}
-	env := []string{"LIMITCTL_ADDR=" + strings.Join(api, ",")}
+	base, env := devPorts(t)
 	dev := startProc(t, filepath.Join(bin, "limiterd"), "dev", "--data-dir", dir, "--port-base", fmt.Sprint(base))
 	checkFiveTakesThenDenied(t, bin, env, "1h")
 	if err := dev.stop(t, syscall.SIGINT); err != nil {
@@ -240,6 +235,18 @@ func TestProcesses_DevClusterRestartedOnSameDataDirKeepsState(t *testing.T) {
 	if r := peekRemaining(t, bin, env); r != 0 {
 		t.Fatalf("peek after restart: %d remaining, want 0 (state kept)", r)
 	}
+}
+
+// devPorts picks a free --port-base for a dev cluster and returns it with limitctl's environment
+// to reach its three API addresses.
+func devPorts(t *testing.T) (int, []string) {
+	t.Helper()
+	base := freePortBase(t)
+	var api []string
+	for i := 1; i <= 3; i++ {
+		api = append(api, fmt.Sprintf("127.0.0.1:%d", base+i))
+	}
+	return base, []string{"LIMITCTL_ADDR=" + strings.Join(api, ",")}
 }
 
 // freePortBase finds a --port-base whose nine dev ports (base+1..3, +11..13, +2001..2003) are free,
