@@ -51,6 +51,12 @@ func TestRun_MissingOrConflictingFlagsAreClearErrors(t *testing.T) {
 		"bootstrap and join": {[]string{"--id", "n1", "--raft-addr", "127.0.0.1:1", "--data-dir", t.TempDir(), "--bootstrap", "n1=127.0.0.1:1", "--join", "127.0.0.1:2"}, "exclusive"},
 		"bad bootstrap":      {[]string{"--id", "n1", "--raft-addr", "127.0.0.1:1", "--data-dir", t.TempDir(), "--bootstrap", "n1"}, "--bootstrap"},
 		"bad log level":      {[]string{"--log-level", "loud"}, "--log-level"},
+		"bad log store":      {[]string{"--id", "n1", "--raft-addr", "127.0.0.1:1", "--data-dir", t.TempDir(), "--log-store", "sqlite"}, "--log-store \"sqlite\": want bolt or wal"},
+		"tiny wal segments":  {[]string{"--id", "n1", "--raft-addr", "127.0.0.1:1", "--data-dir", t.TempDir(), "--log-store", "wal", "--wal-segment-size", "4KiB"}, "--wal-segment-size"},
+		"dev bad log store":  {[]string{"dev", "--log-store", "rocks"}, "--log-store"},
+		"migrate without to": {[]string{"migrate-log", "--data-dir", t.TempDir()}, "to"},
+		"migrate to nowhere": {[]string{"migrate-log", "--to", "tape", "--data-dir", t.TempDir()}, "want bolt or wal"},
+		"migrate no dir":     {[]string{"migrate-log", "--to", "wal"}, "--data-dir is required"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
