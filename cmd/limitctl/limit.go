@@ -10,6 +10,7 @@ import (
 
 	"github.com/limiterd/limiter/api/limiterpb"
 	"github.com/limiterd/limiter/client"
+	"github.com/limiterd/limiter/internal/cli"
 )
 
 // limitCmd builds `limit` and its subcommands set, get, list and delete.
@@ -59,7 +60,7 @@ Prints the limit as stored.
 	}
 	f := cmd.Flags()
 	f.Int64Var(&rate, "rate", 0, "tokens added every --per (required)")
-	f.DurationVar(&per, "per", 0, "refill period, e.g. 1s, 1m, 1h (required)")
+	f.Var(cli.DurationFlag{D: &per}, "per", "refill period, e.g. 1s, 1m, 1h, 1d, 1w (required)")
 	f.Int64Var(&burst, "burst", 0, "bucket capacity (0: the rate)")
 	f.StringVar(&admission, "admission", "linearizable", "linearizable or local (see above)")
 	f.DurationVar(&grantTTL, "grant-ttl", 0, "local admission: how long a grant lasts (0: 2s)")

@@ -44,7 +44,8 @@ func TestUsageErrors_ExitOneWithMessageAndUsage(t *testing.T) {
 	}{
 		{"missing --rate", []string{"limit", "set", "api", "--per", "1m"}, `limitctl: required flag(s) "rate" not set`},
 		{"missing --rate and --per", []string{"limit", "set", "api"}, `limitctl: required flag(s) "per", "rate" not set`},
-		{"bad --per", []string{"limit", "set", "api", "--rate", "5", "--per", "soon"}, `limitctl: invalid argument "soon" for "--per" flag: time: invalid duration "soon"`},
+		{"bad --per", []string{"limit", "set", "api", "--rate", "5", "--per", "soon"}, `limitctl: invalid argument "soon" for "--per" flag: invalid duration "soon" (e.g. 1s, 1m, 1h, 1d, 1w)`},
+		{"--addr without a port", []string{"status", "--addr", "db1.internal"}, `limitctl: --addr: "db1.internal" is not host:port (limiterd serves gRPC on 7400 unless told otherwise, e.g. db1.internal:7400)`},
 		{"missing NAME", []string{"limit", "set", "--rate", "5", "--per", "1m"}, `limitctl: missing NAME`},
 		{"missing KEY", []string{"take", "api"}, `limitctl: missing KEY`},
 		{"extra argument", []string{"limit", "get", "a", "b"}, `limitctl: unexpected argument "b"`},
@@ -108,6 +109,9 @@ func TestResolveAddrs(t *testing.T) {
 		{"flag wins over env", "h:1", true, "10.0.0.1:7401", []string{"h:1"}, false},
 		{"blanks and duplicates dropped", " a:1 ,,a:1, b:2 ", true, "", []string{"a:1", "b:2"}, false},
 		{"empty flag", " , ", true, "x:1", nil, true},
+		{"no port", "a:1,b", true, "", nil, true},
+		{"no port in env", def, false, "10.0.0.1", nil, true},
+		{"IPv6 with port", "[::1]:7401", true, "", []string{"[::1]:7401"}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -366,6 +370,9 @@ func (fakeLimiter) Take(_ context.Context, req *limiterpb.TakeRequest) (*limiter
 	if strings.HasPrefix(req.GetKey(), "fail") {
 		return nil, status.Errorf(codes.FailedPrecondition, "the fake refuses %q", req.GetKey())
 	}
+	if strings.HasPrefix(req.GetKey(), "busy") {
+		return nil, status.Errorf(codes.Unavailable, "the fake is busy")
+	}
 	d := &limiterpb.Decision{Allowed: true, Remaining: 4, Limit: 5, ResetAfterNanos: int64(12 * time.Second)}
 	if strings.HasPrefix(req.GetKey(), "deny") {
 		d = &limiterpb.Decision{Remaining: 0, Limit: 5, RetryAfterNanos: int64(11999 * time.Millisecond), ResetAfterNanos: int64(time.Minute)}
@@ -420,9 +427,15 @@ func TestTake_ExitStatusAgainstFakeNode(t *testing.T) {
 		t.Errorf("denied take JSON = %v", got)
 	}
 
+	// A refusal applied nothing: no retry hint. An answer that never came may have applied it:
+	// name the request ID to retry with.
 	code, stdout, stderr = runCLI(t, "--addr", addr, "take", "api", "fail:1", "--request-id", "order-77")
-	if code != 1 || stdout != "" || !strings.Contains(stderr, "request_id=order-77") || !strings.Contains(stderr, "(FailedPrecondition)") {
-		t.Errorf("failed take: exit %d, stdout %q, stderr %q; want 1 and the request ID and code on stderr", code, stdout, stderr)
+	if code != 1 || stdout != "" || strings.Contains(stderr, "request_id") || !strings.Contains(stderr, "(FailedPrecondition)") {
+		t.Errorf("refused take: exit %d, stdout %q, stderr %q; want 1 and the code, no retry hint", code, stdout, stderr)
+	}
+	code, stdout, stderr = runCLI(t, "--addr", addr, "--timeout", "300ms", "take", "api", "busy:1", "--request-id", "order-78")
+	if code != 1 || stdout != "" || !strings.Contains(stderr, "retry with --request-id order-78") {
+		t.Errorf("unanswered take: exit %d, stdout %q, stderr %q; want 1 and the retry hint", code, stdout, stderr)
 	}
 	code, _, stderr = runCLI(t, "--addr", addr, "take", "api", "user:1", "--cost", "0")
 	if code != 1 || !strings.Contains(stderr, "--cost 0") {
@@ -437,6 +450,31 @@ func TestTake_ExitStatusAgainstFakeNode(t *testing.T) {
 	code, stdout, stderr = runCLI(t, "--addr", addr, "limit", "get", "x")
 	if code != 1 || stdout != "" || stderr != "limitctl: unknown limit: \"x\" (NotFound)\n" {
 		t.Errorf("NotFound: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+}
+
+// status exits 1 without a leader and says what each node reports.
+func TestStatus_NoLeaderIsAnErrorSayingWhatEachNodeReports(t *testing.T) {
+	rep := statusReport{Nodes: []nodeStatus{
+		{Address: "a:1", Reachable: true, NodeID: "n1", State: "Follower", Term: 7},
+		{Address: "b:1", Reachable: true, NodeID: "n2", State: "Candidate", Term: 9},
+		{Address: "c:1"},
+	}}
+	err := rep.leaderError()
+	if err == nil {
+		t.Fatal("no leader, no error")
+	}
+	for _, want := range []string{"no leader", "n1 is a Follower (term 7) and knows no leader", "n2 is a Candidate (term 9)", "c:1 unreachable"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q does not say %q", err, want)
+		}
+	}
+	if exitCode(err) != 1 {
+		t.Errorf("exit %d, want 1", exitCode(err))
+	}
+	rep.Nodes[2] = nodeStatus{Address: "c:1", Reachable: true, NodeID: "n3", State: "Leader", Term: 9}
+	if err := rep.leaderError(); err != nil {
+		t.Errorf("with a leader: %v", err)
 	}
 }
 

@@ -38,8 +38,9 @@ With -o json: {"nodes": [...], "limits": [...]} (plus "limits_error" when the li
 be listed); unreachable nodes have "reachable": false and an "error".
 
 Exit status:
-  0  at least one node answered
-  1  no node answered, or bad flags or arguments`,
+  0  a node answered that it is the leader
+  1  no leader (the error says what each node reports), no node answered, or bad flags or
+     arguments`,
 		Args: exactArgs(),
 		RunE: a.run(func(ctx context.Context, c *client.Client, _ []string) error {
 			addrs := c.Addrs()
@@ -60,7 +61,7 @@ Exit status:
 			if !rep.answered() {
 				return fmt.Errorf("no node answered (tried %s)", strings.Join(addrs, ", "))
 			}
-			return nil
+			return rep.leaderError()
 		}),
 	}
 }
@@ -123,6 +124,26 @@ func (r statusReport) answered() bool {
 		}
 	}
 	return false
+}
+
+// leaderError is nil when a node that answered says it leads, and otherwise says so with what
+// each node reports (state, and the leader it knows of, if any), e.g. during an election or
+// with quorum lost.
+func (r statusReport) leaderError() error {
+	var views []string
+	for _, n := range r.Nodes {
+		switch {
+		case n.Reachable && n.State == "Leader":
+			return nil
+		case !n.Reachable:
+			views = append(views, n.Address+" unreachable")
+		case n.LeaderID != "":
+			views = append(views, fmt.Sprintf("%s is a %s (term %d) following %s, which did not answer as leader", n.NodeID, n.State, n.Term, n.LeaderID))
+		default:
+			views = append(views, fmt.Sprintf("%s is a %s (term %d) and knows no leader", n.NodeID, n.State, n.Term))
+		}
+	}
+	return fmt.Errorf("no leader: %s", strings.Join(views, "; "))
 }
 
 // buildStatusReport turns the answers (or errors) of the nodes at addrs into report rows. The

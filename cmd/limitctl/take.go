@@ -6,6 +6,8 @@ import (
 	"io"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/limiterd/limiter/client"
 )
@@ -45,10 +47,13 @@ Exit status:
 				return fmt.Errorf("--cost %d: must be at least 1", cost)
 			}
 			r, err := c.Take(ctx, args[0], args[1], cost, requestID)
-			if err != nil {
+			if err != nil && outcomeUnknown(err) {
 				// The take may have been applied (a timeout is an unknown outcome): name the ID,
 				// so a retry with --request-id counts at most once.
 				return fmt.Errorf("%w (request_id=%s: retry with --request-id %s to apply it at most once)", err, r.RequestID, r.RequestID)
+			}
+			if err != nil {
+				return err // refused: nothing was applied, and a retry would be refused too
 			}
 			if err := a.emit(takeJSONOf(r), func(w io.Writer) error {
 				_, err := fmt.Fprintln(w, takeText(r))
@@ -65,6 +70,22 @@ Exit status:
 	cmd.Flags().Int64Var(&cost, "cost", 1, "tokens to consume")
 	cmd.Flags().StringVar(&requestID, "request-id", "", "idempotency key, up to 64 bytes (default: a random one)")
 	return cmd
+}
+
+// outcomeUnknown reports whether a failed take may still have been applied: the node could not
+// answer (or answered with an internal error). A refusal (bad input, unknown limit, no
+// permission) applied nothing, and a retry hint would only mislead.
+func outcomeUnknown(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok {
+		return true // not from the server: a transport or context error
+	}
+	switch st.Code() {
+	case codes.InvalidArgument, codes.NotFound, codes.FailedPrecondition, codes.PermissionDenied,
+		codes.Unauthenticated, codes.OutOfRange, codes.Unimplemented, codes.AlreadyExists, codes.ResourceExhausted:
+		return false
+	}
+	return true
 }
 
 // peekCmd builds `peek LIMIT KEY [--cost N] [--consistency linearizable|stale]`.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/limiterd/limiter/bucket"
 	"github.com/limiterd/limiter/fsm"
+	"github.com/limiterd/limiter/internal/cli"
 	"github.com/limiterd/limiter/server"
 )
 
@@ -72,7 +73,7 @@ func loadConfig(path string, fs *pflag.FlagSet) ([]server.LimitDecl, error) {
 			return nil, fmt.Errorf("config %s: %s.name: %q is declared twice", path, field, l.Name)
 		}
 		seen[l.Name] = true
-		per, err := time.ParseDuration(l.Per)
+		per, err := cli.ParseDuration(l.Per)
 		if err != nil {
 			return nil, fmt.Errorf("config %s: %s.per: %q is not a duration like 1m or 1s", path, field, l.Per)
 		}

@@ -5,9 +5,12 @@ package cli
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"os"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // SplitList splits a comma-separated list, trimming blanks and dropping empty entries.
@@ -33,6 +36,10 @@ func ResolveAddrs(flag string, flagSet bool, env, envName string) ([]string, err
 	var addrs []string
 	seen := map[string]bool{}
 	for _, a := range SplitList(list) {
+		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+			// A gRPC target without a port would be dialled on 443: say so instead.
+			return nil, fmt.Errorf("%s: %q is not host:port (limiterd serves gRPC on 7400 unless told otherwise, e.g. %s:7400)", from, a, strings.Trim(a, "[]:"))
+		}
 		if !seen[a] {
 			seen[a] = true
 			addrs = append(addrs, a)
@@ -89,3 +96,60 @@ func ParseSize(s string) (int64, error) {
 	}
 	return n * mult, nil
 }
+
+// ParseDuration reads a duration as time.ParseDuration does, and also in days and weeks, which
+// rate limits are often given in: "1d" is 24h, "1w" 168h, and "1d12h" 36h. Negative values are
+// refused.
+func ParseDuration(s string) (time.Duration, error) {
+	t := strings.TrimSpace(s)
+	i := 0
+	for i < len(t) && t[i] >= '0' && t[i] <= '9' {
+		i++
+	}
+	if i > 0 && i < len(t) && (t[i] == 'd' || t[i] == 'w') {
+		n, err := strconv.ParseInt(t[:i], 10, 64)
+		unit := 24 * time.Hour
+		if t[i] == 'w' {
+			unit *= 7
+		}
+		if err != nil || n > int64(math.MaxInt64/unit) {
+			return 0, fmt.Errorf("duration %q is too long", s)
+		}
+		d := time.Duration(n) * unit
+		if rest := t[i+1:]; rest != "" {
+			r, err := time.ParseDuration(rest)
+			if err != nil || r < 0 || d > math.MaxInt64-r {
+				return 0, fmt.Errorf("invalid duration %q", s)
+			}
+			d += r
+		}
+		return d, nil
+	}
+	d, err := time.ParseDuration(t)
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration %q (e.g. 1s, 1m, 1h, 1d, 1w)", s)
+	}
+	if d < 0 {
+		return 0, fmt.Errorf("invalid duration %q: negative", s)
+	}
+	return d, nil
+}
+
+// DurationFlag is a pflag.Value read with ParseDuration (days and weeks too).
+type DurationFlag struct{ D *time.Duration }
+
+func (f DurationFlag) String() string {
+	if f.D == nil {
+		return "0s"
+	}
+	return f.D.String()
+}
+func (f DurationFlag) Set(s string) error {
+	d, err := ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*f.D = d
+	return nil
+}
+func (f DurationFlag) Type() string { return "duration" }

@@ -1,6 +1,9 @@
 package cli
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 func TestResolveAddrs_FlagThenEnvThenDefault(t *testing.T) {
 	cases := []struct {
@@ -64,6 +67,22 @@ func TestParseSize(t *testing.T) {
 	for _, bad := range []string{"", "MiB", "-1MiB", "0", "1.5GiB", "12 apples", "99999999999999GiB"} {
 		if _, err := ParseSize(bad); err == nil {
 			t.Errorf("ParseSize(%q) accepted", bad)
+		}
+	}
+}
+
+func TestParseDuration_DaysAndWeeksToo(t *testing.T) {
+	for in, want := range map[string]time.Duration{
+		"1s": time.Second, "90m": 90 * time.Minute, "1d": 24 * time.Hour, "2w": 14 * 24 * time.Hour,
+		"1d12h": 36 * time.Hour, " 7d ": 7 * 24 * time.Hour, "0s": 0,
+	} {
+		if got, err := ParseDuration(in); err != nil || got != want {
+			t.Errorf("ParseDuration(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "soon", "1x", "d", "-1s", "1d-1h", "99999999999999w", "1dfoo"} {
+		if got, err := ParseDuration(in); err == nil {
+			t.Errorf("ParseDuration(%q) = %v, want an error", in, got)
 		}
 	}
 }
