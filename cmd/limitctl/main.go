@@ -39,6 +39,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -133,6 +134,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.SetArgs(args)
 	cmd, err := root.ExecuteContextC(ctx)
 	if err != nil && !errors.Is(err, errDenied) {
+		if o := root.PersistentFlags().Lookup("output"); o != nil && o.Value.String() == "json" && !isUsageError(err) {
+			// One JSON object on stderr, so a script reading -o json never has to parse prose.
+			code := ""
+			if st, ok := status.FromError(err); ok {
+				code = st.Code().String()
+			}
+			b, _ := json.Marshal(struct {
+				Error string `json:"error"`
+				Code  string `json:"code,omitempty"`
+			}{errorMessage(err), code})
+			fmt.Fprintf(stderr, "%s\n", b)
+			return exitCode(err)
+		}
 		fmt.Fprintf(stderr, "limitctl: %s\n", errorMessage(err))
 		if isUsageError(err) && cmd != nil {
 			fmt.Fprintf(stderr, "\n%s", cmd.UsageString())
@@ -253,7 +267,7 @@ unavailable nodes are retried until --timeout.
 		Args:              cobra.ArbitraryArgs,
 		RunE:              groupRunE,
 		PersistentPreRunE: a.prepare,
-		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
+		CompletionOptions: cobra.CompletionOptions{HiddenDefaultCmd: false},
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)

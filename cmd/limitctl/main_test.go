@@ -451,6 +451,12 @@ func TestTake_ExitStatusAgainstFakeNode(t *testing.T) {
 	if code != 1 || stdout != "" || stderr != "limitctl: unknown limit: \"x\" (NotFound)\n" {
 		t.Errorf("NotFound: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
+	// Under -o json an error is one JSON object too.
+	code, stdout, stderr = runCLI(t, "--addr", addr, "limit", "get", "x", "-o", "json")
+	var e struct{ Error, Code string }
+	if err := json.Unmarshal([]byte(stderr), &e); code != 1 || stdout != "" || err != nil || e.Code != "NotFound" || !strings.Contains(e.Error, `unknown limit: "x"`) {
+		t.Errorf("NotFound -o json: exit %d, stdout %q, stderr %q (%v)", code, stdout, stderr, err)
+	}
 }
 
 // status exits 1 without a leader and says what each node reports.
@@ -475,6 +481,16 @@ func TestStatus_NoLeaderIsAnErrorSayingWhatEachNodeReports(t *testing.T) {
 	rep.Nodes[2] = nodeStatus{Address: "c:1", Reachable: true, NodeID: "n3", State: "Leader", Term: 9}
 	if err := rep.leaderError(); err != nil {
 		t.Errorf("with a leader: %v", err)
+	}
+}
+
+// Shell completion scripts come from the CLI itself.
+func TestCompletion_ScriptsForEveryShell(t *testing.T) {
+	for _, sh := range []string{"bash", "zsh", "fish", "powershell"} {
+		code, stdout, stderr := runCLI(t, "completion", sh)
+		if code != 0 || !strings.Contains(stdout, "limitctl") || stderr != "" {
+			t.Errorf("completion %s: exit %d, stderr %q, %d bytes", sh, code, stderr, len(stdout))
+		}
 	}
 }
 
