@@ -48,6 +48,11 @@ func NewService(d Decider, cfg *Config, headers bool) *Service {
 
 // ShouldRateLimit implements the Envoy rate limit service.
 func (e *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
+	if req.GetDomain() == "" {
+		// envoyproxy/ratelimit refuses it with this message: an empty domain is a broken Envoy
+		// filter config, not a request to let through.
+		return nil, status.Error(codes.InvalidArgument, "rate limit domain must not be empty")
+	}
 	if len(req.GetDescriptors()) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "no descriptors: a rate limit request needs at least one")
 	}

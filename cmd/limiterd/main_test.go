@@ -170,3 +170,16 @@ func TestVersionFlag(t *testing.T) {
 		t.Fatalf("--version printed %q", out.String())
 	}
 }
+
+// JSON logs carry durations as strings a person can read ("1.5s"), not nanoseconds.
+func TestJSONLogs_DurationsAsStrings(t *testing.T) {
+	var buf bytes.Buffer
+	log, err := newLogger(&buf, "info", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("done", "took", 1500*time.Millisecond, "n", 3)
+	if !strings.Contains(buf.String(), `"took":"1.5s"`) || !strings.Contains(buf.String(), `"n":3`) {
+		t.Fatalf("log line %s", buf.String())
+	}
+}
