@@ -2,6 +2,7 @@ package node
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -25,6 +26,9 @@ type raftStore interface {
 // can be answered as retryable. The first failure after a success is logged once, with the file.
 type trackedStore struct {
 	raftStore
+	// logs is the log side: raftStore, or a raft.LogCache in front of it. The cache sits inside
+	// this wrapper so the errors raft sees are the ones noted here (the cache rewraps them).
+	logs raft.LogStore
 	kind string // LogStoreBolt or LogStoreWAL
 	path string // raft.db, or the WAL's directory
 	log  *slog.Logger
@@ -77,12 +81,27 @@ func (s *trackedStore) failed(err error) bool {
 	return last != nil && err != nil && (errors.Is(err, last) || err.Error() == last.Error())
 }
 
-func (s *trackedStore) StoreLog(l *raft.Log) error { return s.note(s.raftStore.StoreLog(l), true) }
+// newTrackedStore wraps a store, with a cache of the newest cacheSize entries when positive.
+func newTrackedStore(store raftStore, kind, path string, cacheSize int, log *slog.Logger) (*trackedStore, error) {
+	s := &trackedStore{raftStore: store, logs: store, kind: kind, path: path, log: log}
+	if cacheSize > 0 {
+		c, err := raft.NewLogCache(cacheSize, store)
+		if err != nil {
+			return nil, fmt.Errorf("raft log cache: %w", err)
+		}
+		s.logs = c
+	}
+	return s, nil
+}
+
+func (s *trackedStore) FirstIndex() (uint64, error) { return s.logs.FirstIndex() }
+func (s *trackedStore) LastIndex() (uint64, error)  { return s.logs.LastIndex() }
+func (s *trackedStore) StoreLog(l *raft.Log) error  { return s.note(s.logs.StoreLog(l), true) }
 func (s *trackedStore) StoreLogs(ls []*raft.Log) error {
-	return s.note(s.raftStore.StoreLogs(ls), true)
+	return s.note(s.logs.StoreLogs(ls), true)
 }
 func (s *trackedStore) DeleteRange(min, max uint64) error {
-	return s.note(s.raftStore.DeleteRange(min, max), false)
+	return s.note(s.logs.DeleteRange(min, max), false)
 }
 func (s *trackedStore) Set(k, v []byte) error { return s.note(s.raftStore.Set(k, v), false) }
 func (s *trackedStore) SetUint64(k []byte, v uint64) error {
@@ -99,12 +118,12 @@ func (s *trackedStore) GetLog(i uint64, l *raft.Log) error {
 			return raft.ErrLogNotFound
 		}
 	}
-	return s.raftStore.GetLog(i, l)
+	return s.logs.GetLog(i, l)
 }
 
 // IsMonotonic passes raft-wal's raft.MonotonicLogStore through the wrapper: such a store cannot
 // keep a gap, so raft drops every log after installing a snapshot instead of keeping a tail.
 func (s *trackedStore) IsMonotonic() bool {
-	m, ok := s.raftStore.(raft.MonotonicLogStore)
+	m, ok := s.logs.(raft.MonotonicLogStore)
 	return ok && m.IsMonotonic()
 }

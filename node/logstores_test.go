@@ -334,7 +334,11 @@ func openTracked(t *testing.T, dir, kind string) *trackedStore {
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
-	return &trackedStore{raftStore: s, kind: kind, path: path, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	ts, err := newTrackedStore(s, kind, path, 0, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ts
 }
 
 // A follower drops a conflicting suffix (raft's DeleteRange to the end) and restarts: raft-wal

@@ -145,7 +145,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n.store = &trackedStore{raftStore: store, kind: kind, path: storeAt, log: n.log}
+	if n.store, err = newTrackedStore(store, kind, storeAt, cfg.LogCacheSize, n.log); err != nil {
+		store.Close()
+		return nil, err
+	}
 	snapDir := cfg.DataDir
 	n.snaps, err = raft.NewFileSnapshotStoreWithLogger(snapDir, 2, hl)
 	if err != nil {
@@ -252,13 +255,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		// A full heartbeat timeout covers the lease plus the heartbeat interval and drift.
 		time.Sleep(cfg.HeartbeatTimeout)
 	}
-	var logs raft.LogStore = n.store
-	if cfg.LogCacheSize > 0 {
-		if logs, err = raft.NewLogCache(cfg.LogCacheSize, n.store); err != nil {
-			return nil, fmt.Errorf("raft log cache: %w", err)
-		}
-	}
-	n.raft, err = raft.NewRaft(rc, raftFSM{n}, logs, n.store, n.snaps, n.trans)
+	n.raft, err = raft.NewRaft(rc, raftFSM{n}, n.store, n.store, n.snaps, n.trans)
 	if err != nil {
 		if metas, lerr := n.snaps.List(); lerr == nil && len(metas) > 0 {
 			return nil, fmt.Errorf("start raft from %s (newest snapshot %s): %w",
