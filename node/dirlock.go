@@ -14,6 +14,9 @@ import (
 // dir (a running member, or an offline migration): two processes on one data dir would write one
 // log from two places. The lock is the kernel's (flock), so it ends with the process.
 func lockDataDir(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("create data dir %s: %w", dir, err)
+	}
 	p := filepath.Join(dir, "LOCK")
 	f, err := os.OpenFile(p, os.O_CREATE|os.O_RDWR, 0o640)
 	if err != nil {

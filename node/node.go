@@ -110,11 +110,12 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		}
 	}()
 
-	meta, err := checkDataDir(cfg.DataDir, cfg.ID)
-	if err != nil {
+	var err error
+	if n.dirLock, err = lockDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	if n.dirLock, err = lockDataDir(cfg.DataDir); err != nil {
+	meta, err := checkDataDir(cfg.DataDir, cfg.ID)
+	if err != nil {
 		return nil, err
 	}
 	kind, changed, err := resolveLogStore(cfg.DataDir, &meta, cfg.LogStore, n.log)
