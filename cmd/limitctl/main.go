@@ -12,6 +12,7 @@
 //	limit list                                           show every limit
 //	limit delete NAME                                    delete a limit and its buckets
 //	take LIMIT KEY [--cost N] [--request-id ID]          consume tokens (exactly once per request ID)
+//	take-many LIMIT KEY [LIMIT KEY ...] [--costs N,...]   several buckets in one call and one log entry
 //	peek LIMIT KEY [--cost N] [--consistency linearizable|stale]
 //	                                                     show a bucket without consuming
 //	member list                                          show the cluster's members
@@ -285,7 +286,7 @@ unavailable nodes are retried until --timeout.
 	pf.StringVar(&a.tls.Key, "key", "", "key of --cert (PEM); env LIMITCTL_KEY")
 	pf.StringVar(&a.tokenFile, "token-file", "", "send this file's admin token with admin calls; env LIMITCTL_TOKEN_FILE")
 
-	root.AddCommand(a.limitCmd(), a.takeCmd(), a.peekCmd(), a.memberCmd(), a.leaderCmd(), a.statusCmd(), a.healthCmd(), a.snapshotCmd())
+	root.AddCommand(a.limitCmd(), a.takeCmd(), a.takeManyCmd(), a.peekCmd(), a.memberCmd(), a.leaderCmd(), a.statusCmd(), a.healthCmd(), a.snapshotCmd())
 	return root
 }
 

@@ -380,6 +380,19 @@ func (fakeLimiter) Take(_ context.Context, req *limiterpb.TakeRequest) (*limiter
 	return &limiterpb.TakeResponse{Decision: d, RequestId: req.GetRequestId()}, nil
 }
 
+// TakeMany allows every item but those whose key starts with "deny".
+func (fakeLimiter) TakeMany(_ context.Context, req *limiterpb.TakeManyRequest) (*limiterpb.TakeManyResponse, error) {
+	resp := &limiterpb.TakeManyResponse{}
+	for _, it := range req.GetItems() {
+		d := &limiterpb.Decision{Allowed: true, Remaining: 5 - it.GetCost(), Limit: 5, ResetAfterNanos: int64(time.Second)}
+		if strings.HasPrefix(it.GetKey(), "deny") {
+			d = &limiterpb.Decision{Limit: 5, RetryAfterNanos: int64(time.Second), ResetAfterNanos: int64(time.Minute)}
+		}
+		resp.Decisions = append(resp.Decisions, d)
+	}
+	return resp, nil
+}
+
 // Peek always answers not allowed.
 func (fakeLimiter) Peek(context.Context, *limiterpb.PeekRequest) (*limiterpb.PeekResponse, error) {
 	return &limiterpb.PeekResponse{Decision: &limiterpb.Decision{Limit: 5, RetryAfterNanos: -1}}, nil
@@ -481,6 +494,25 @@ func TestStatus_NoLeaderIsAnErrorSayingWhatEachNodeReports(t *testing.T) {
 	rep.Nodes[2] = nodeStatus{Address: "c:1", Reachable: true, NodeID: "n3", State: "Leader", Term: 9}
 	if err := rep.leaderError(); err != nil {
 		t.Errorf("with a leader: %v", err)
+	}
+}
+
+func TestTakeMany_ItemsCostsAndExitStatusAgainstFakeNode(t *testing.T) {
+	addr := mustServeFake(t)
+	code, stdout, stderr := runCLI(t, "--addr", addr, "take-many", "api", "user:1", "login", "ip:7", "--costs", "2,1")
+	if code != 0 || stderr != "" || stdout != "api user:1  allowed  remaining=3/5  reset_after=1s\nlogin ip:7  allowed  remaining=4/5  reset_after=1s\n" {
+		t.Errorf("allowed: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	code, stdout, _ = runCLI(t, "--addr", addr, "take-many", "api", "user:1", "api", "deny:1", "-o", "json", "--request-id", "tm-1")
+	var got takeManyJSON
+	if err := json.Unmarshal([]byte(stdout), &got); code != 2 || err != nil || got.RequestID != "tm-1" || len(got.Items) != 2 ||
+		!got.Items[0].Allowed || got.Items[1].Allowed || got.Items[1].Key != "deny:1" {
+		t.Errorf("one denied: exit %d (want 2), %+v %v\n%s", code, got, err, stdout)
+	}
+	for _, bad := range [][]string{{"take-many", "api"}, {"take-many", "api", "k", "--costs", "1,2"}, {"take-many", "api", "k", "--costs", "0"}} {
+		if code, _, stderr := runCLI(t, append([]string{"--addr", addr}, bad...)...); code != 1 || !strings.HasPrefix(stderr, "limitctl: ") {
+			t.Errorf("%v: exit %d, stderr %q; want a usage error", bad, code, stderr)
+		}
 	}
 }
 

@@ -47,13 +47,8 @@ Exit status:
 				return fmt.Errorf("--cost %d: must be at least 1", cost)
 			}
 			r, err := c.Take(ctx, args[0], args[1], cost, requestID)
-			if err != nil && outcomeUnknown(err) {
-				// The take may have been applied (a timeout is an unknown outcome): name the ID,
-				// so a retry with --request-id counts at most once.
-				return fmt.Errorf("%w (request_id=%s: retry with --request-id %s to apply it at most once)", err, r.RequestID, r.RequestID)
-			}
 			if err != nil {
-				return err // refused: nothing was applied, and a retry would be refused too
+				return takeError(err, r.RequestID)
 			}
 			if err := a.emit(takeJSONOf(r), func(w io.Writer) error {
 				_, err := fmt.Fprintln(w, takeText(r))
@@ -70,6 +65,16 @@ Exit status:
 	cmd.Flags().Int64Var(&cost, "cost", 1, "tokens to consume")
 	cmd.Flags().StringVar(&requestID, "request-id", "", "idempotency key, up to 64 bytes (default: a random one)")
 	return cmd
+}
+
+// takeError is a failed take's error. When the take may have been applied (a timeout is an
+// unknown outcome) it names the request ID, so a retry with --request-id counts at most once;
+// a refusal applied nothing and a retry would be refused too.
+func takeError(err error, requestID string) error {
+	if outcomeUnknown(err) {
+		return fmt.Errorf("%w (request_id=%s: retry with --request-id %s to apply it at most once)", err, requestID, requestID)
+	}
+	return err
 }
 
 // outcomeUnknown reports whether a failed take may still have been applied: the node could not
