@@ -275,7 +275,7 @@ func TestDashboardChecksCatchBrokenWiring(t *testing.T) {
 		{"unknown state", `state=\"leader\"`, `state=\"Leader\"`, `state="Leader"`},
 		{"duplicate id", `"id": 3,`, `"id": 2,`, "taken by"},
 		{"old schema", `"schemaVersion": 39`, `"schemaVersion": 16`, "schemaVersion"},
-		{"unbalanced", "sum by (result) (rate(limiterd_requests_total{", "sum by (result) (rate(limiterd_requests_total{{", "unbalanced"},
+		{"unbalanced", "sum by (source, result) (rate(limiterd_decisions_total{", "sum by (source, result) (rate(limiterd_decisions_total{{", "unbalanced"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if !strings.Contains(dash, tc.old) {

@@ -57,11 +57,17 @@ var exportedMetrics = []string{
 	"limiterd_lease_held",
 	"limiterd_local_denials_total",
 	"limiterd_lease_reads_total",
+	"limiterd_decisions_total",
+	"limiterd_limit_decisions_total",
+	"limiterd_envoy_rule_decisions_total",
+	"limiterd_envoy_unknown_domain_total",
+	"raft_commitTime", // hashicorp/raft's own, bridged (server.BridgeRaftMetrics)
 }
 
 // labelValues are the values the dashboard may match for these labels.
 var labelValues = map[string][]string{
-	"result": {"allowed", "denied", "error", "ok"},
+	"result": {"allowed", "denied", "shadow_denied", "error", "ok"},
+	"source": {"take", "takemany", "local", "envoy"},
 	"state":  {"follower", "candidate", "leader", "shutdown"},
 }
 

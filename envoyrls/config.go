@@ -196,6 +196,9 @@ func envoyLimitName(path, uid string) string {
 	return fmt.Sprintf("%s.%08x", name, h.Sum32())
 }
 
+// hasDomain reports whether a file configures domain.
+func (c *Config) hasDomain(domain string) bool { return c.domains[domain] != nil }
+
 // match finds the rule for a request descriptor's entries, as envoyproxy/ratelimit does: level
 // by level, "key_value" first, then "key" (any value). nil means no limit applies.
 func (c *Config) match(domain string, keys, values []string) *rule {

@@ -35,10 +35,24 @@ type Decider interface {
 // rule (or an unlimited one) are not limited, as in envoyproxy/ratelimit.
 type Service struct {
 	rlsv3.UnimplementedRateLimitServiceServer
-	decider Decider
-	cfg     *Config
-	headers bool
+	decider  Decider
+	cfg      *Config
+	headers  bool
+	observer Observer // nil: not counted
 }
+
+// Observer counts the service's decisions (metrics). Its methods must be quick and safe for
+// concurrent use.
+type Observer interface {
+	// ObserveEnvoyDecision counts one descriptor's decision: the replicated limit, the rule
+	// (rate_limit.name, else the limit) and allowed, denied or shadow_denied.
+	ObserveEnvoyDecision(limit, rule, result string)
+	// ObserveUnknownDomain counts a request for a domain no file configures.
+	ObserveUnknownDomain()
+}
+
+// SetObserver installs o (before serving).
+func (e *Service) SetObserver(o Observer) { e.observer = o }
 
 // NewService returns the service for cfg, deciding through d; headers adds X-RateLimit-* response
 // headers.
@@ -55,6 +69,9 @@ func (e *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 	}
 	if len(req.GetDescriptors()) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "no descriptors: a rate limit request needs at least one")
+	}
+	if e.observer != nil && !e.cfg.hasDomain(req.GetDomain()) {
+		e.observer.ObserveUnknownDomain()
 	}
 	hits := uint64(req.GetHitsAddend())
 	if hits == 0 {
@@ -85,7 +102,7 @@ func (e *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 			h = d.GetHitsAddend().GetValue()
 		}
 		if h > uint64(rule.rpu) { // can never be granted
-			over(resp, st, rule)
+			e.over(resp, st, rule)
 			continue
 		}
 		cost := int64(h)
@@ -128,18 +145,34 @@ func (e *Service) fill(resp *rlsv3.RateLimitResponse, st *rlsv3.RateLimitRespons
 	st.LimitRemaining = clampU32(d.GetRemaining())
 	st.DurationUntilReset = durationpb.New(time.Duration(d.GetResetAfterNanos()))
 	if !d.GetAllowed() {
-		over(resp, st, rule)
+		e.over(resp, st, rule)
+		return
 	}
+	e.observe(rule, "allowed")
 }
 
 // over marks a descriptor, and the response, OVER_LIMIT, unless its rule is in shadow mode:
-// then the take is counted but never enforced, and the descriptor reports OK.
-func over(resp *rlsv3.RateLimitResponse, st *rlsv3.RateLimitResponse_DescriptorStatus, rule *rule) {
+// then the take is counted but never enforced, the descriptor reports OK, and the decision is
+// counted as shadow_denied (how a rule is evaluated before it is enforced).
+func (e *Service) over(resp *rlsv3.RateLimitResponse, st *rlsv3.RateLimitResponse_DescriptorStatus, rule *rule) {
 	if rule.shadow {
+		e.observe(rule, "shadow_denied")
 		return
 	}
+	e.observe(rule, "denied")
 	st.Code = rlsv3.RateLimitResponse_OVER_LIMIT
 	resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
+}
+
+func (e *Service) observe(rule *rule, result string) {
+	if e.observer == nil {
+		return
+	}
+	name := rule.name
+	if name == "" {
+		name = rule.limit
+	}
+	e.observer.ObserveEnvoyDecision(rule.limit, name, result)
 }
 
 // envoyBucketKey is the bucket of a descriptor: its values, which distinguish "any value" rules'

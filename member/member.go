@@ -149,7 +149,11 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	s := server.New(n, sopts)
 	s.Register(g)
 	if cfg.Envoy != nil {
-		rlsv3.RegisterRateLimitServiceServer(g, envoyrls.NewService(s, cfg.Envoy, cfg.EnvoyHeaders))
+		rls := envoyrls.NewService(s, cfg.Envoy, cfg.EnvoyHeaders)
+		if metrics != nil {
+			rls.SetObserver(metrics.Decisions())
+		}
+		rlsv3.RegisterRateLimitServiceServer(g, rls)
 	}
 	m := &Member{Node: n, srv: s, grpc: g, lis: lis, failed: make(chan struct{})}
 	if mlis != nil {

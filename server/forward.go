@@ -46,6 +46,12 @@ func onLeader[Req, Resp any](s *Server, ctx context.Context, req Req, remote rem
 	return resp, nil
 }
 
+// wasForwarded reports whether the incoming call was forwarded by another member.
+func wasForwarded(ctx context.Context) bool {
+	md, ok := metadata.FromIncomingContext(ctx)
+	return ok && len(md.Get(forwardedHeader)) > 0
+}
+
 // forward sends req to the leader. A request that was itself forwarded is not forwarded again
 // (no loops), unless this node led when it arrived and has just handed leadership over
 // (handover: it was the request's destination, not a follower in a loop).

@@ -30,6 +30,7 @@ type Metrics struct {
 	batch    prometheus.Histogram
 	snapshot prometheus.Histogram
 	grant    prometheus.Histogram
+	decided  *Decisions
 }
 
 // NewMetrics registers the metrics of n in a new registry and installs itself as n's observer.
@@ -72,9 +73,13 @@ func NewMetrics(n *node.Node) *Metrics {
 	reg.MustRegister(buildInfo)
 	reg.MustRegister(m.requests, m.latency, m.batch, m.snapshot, m.grant, &nodeCollector{n: n}, &escrowCollector{n: n},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.decided = newDecisions(reg)
 	n.SetObserver(m)
 	return m
 }
+
+// Decisions are the decision counters; the Envoy service reports its decisions to them.
+func (m *Metrics) Decisions() *Decisions { return m.decided }
 
 // ObserveBatch implements node.Observer.
 func (m *Metrics) ObserveBatch(takes int) { m.batch.Observe(float64(takes)) }
@@ -113,6 +118,11 @@ func (m *Metrics) Interceptor() grpc.UnaryServerInterceptor {
 			if c := status.Code(err); c == codes.Unauthenticated || c == codes.PermissionDenied {
 				result = "unauthorized" // refused by admin authorization
 			}
+		}
+		if err == nil && !wasForwarded(ctx) {
+			// A call another member forwarded here is counted there, where the client called:
+			// the sum over members is the cluster's decisions.
+			m.decided.observeCall(req, resp)
 		}
 		m.requests.WithLabelValues(method, result).Inc()
 		m.latency.WithLabelValues(method).Observe(time.Since(start).Seconds())

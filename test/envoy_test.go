@@ -142,6 +142,27 @@ func TestEnvoy_ShouldRateLimitAgainstTheReplicatedCluster(t *testing.T) {
 			}
 		}
 	}
+	// The member Envoy called counts its decisions: the shadow rule's refusals as shadow_denied,
+	// by source and by rule, and a request for a domain nothing configures.
+	if _, err := rls.ShouldRateLimit(ctxT(t, 5*time.Second), &rlsv3.RateLimitRequest{Domain: "nope", Descriptors: []*extrl.RateLimitDescriptor{desc("a", "b")}}); err != nil {
+		t.Fatal(err)
+	}
+	m := scrape(t, c.members[c.follower()].metrics)
+	shadowByRule := 0.0
+	for name, v := range m {
+		if strings.HasPrefix(name, `limiterd_envoy_rule_decisions_total{result="shadow_denied",rule=`) {
+			shadowByRule += v
+		}
+	}
+	if got := m[`limiterd_decisions_total{result="shadow_denied",source="envoy"}`]; got != 2 || shadowByRule != 2 {
+		t.Errorf("shadow_denied: %v by source, %v by rule; want 2 (3 requests on a limit of 1)", got, shadowByRule)
+	}
+	if m[`limiterd_decisions_total{result="denied",source="envoy"}`] == 0 || m[`limiterd_decisions_total{result="allowed",source="envoy"}`] == 0 {
+		t.Errorf("envoy decisions not counted: %v allowed, %v denied", m[`limiterd_decisions_total{result="allowed",source="envoy"}`], m[`limiterd_decisions_total{result="denied",source="envoy"}`])
+	}
+	if m[`limiterd_envoy_unknown_domain_total`] != 1 {
+		t.Errorf("unknown domain counted %v times, want 1", m[`limiterd_envoy_unknown_domain_total`])
+	}
 	// Per-descriptor hits_addend overrides the request's.
 	d := desc("remote_address", "10.0.0.9")
 	d.HitsAddend = wrapperspb.UInt64(3)

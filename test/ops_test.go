@@ -60,17 +60,41 @@ func TestOps_MetricsCountDecisionsAndShowRaftState(t *testing.T) {
 	l := c.waitLeader()
 	m := scrape(t, c.members[l].metrics)
 	checks := map[string]float64{
-		`limiterd_requests_total{method="Take",result="allowed"}`: 2,
-		`limiterd_requests_total{method="Take",result="denied"}`:  1,
-		`limiterd_raft_state{state="leader"}`:                     1,
-		`limiterd_limits`:                                         1,
-		`limiterd_buckets`:                                        1,
-		`limiterd_request_ids`:                                    2, // the denial was answered locally under the lease, or recorded: at least 2
+		`limiterd_requests_total{method="Take",result="allowed"}`:    2,
+		`limiterd_requests_total{method="Take",result="denied"}`:     1,
+		`limiterd_decisions_total{result="allowed",source="take"}`:   2,
+		`limiterd_decisions_total{result="denied",source="take"}`:    1,
+		`limiterd_limit_decisions_total{limit="m",result="allowed"}`: 2,
+		`limiterd_limit_decisions_total{limit="m",result="denied"}`:  1,
+		`limiterd_raft_state{state="leader"}`:                        1,
+		`limiterd_limits`:                                            1,
+		`limiterd_buckets`:                                           1,
+		`limiterd_request_ids`:                                       2, // the denial was answered locally under the lease, or recorded: at least 2
 	}
 	for name, want := range checks {
 		got, ok := m[name]
 		if !ok || (name == `limiterd_request_ids` && got < want) || (name != `limiterd_request_ids` && got != want) {
 			t.Errorf("%s = %v (present %v), want %v", name, got, ok, want)
+		}
+	}
+	// Decisions are counted where the client called (a forwarded call is not counted again at
+	// the leader): summed over the members they are the cluster's.
+	sum := map[string]float64{}
+	for _, mem := range c.members {
+		for name, v := range scrape(t, mem.metrics) {
+			if strings.HasPrefix(name, "limiterd_decisions_total") || strings.HasPrefix(name, "limiterd_limit_decisions_total") {
+				sum[name] += v
+			}
+		}
+	}
+	for name, want := range map[string]float64{
+		`limiterd_decisions_total{result="allowed",source="take"}`:   2,
+		`limiterd_decisions_total{result="denied",source="take"}`:    1,
+		`limiterd_limit_decisions_total{limit="m",result="allowed"}`: 2,
+		`limiterd_limit_decisions_total{limit="m",result="denied"}`:  1,
+	} {
+		if sum[name] != want {
+			t.Errorf("%s summed over members = %v, want %v", name, sum[name], want)
 		}
 	}
 	if m[`limiterd_batch_takes_count`] < 1 || m[`limiterd_raft_term`] < 1 {
