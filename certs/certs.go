@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"slices"
 	"sync"
@@ -40,12 +41,35 @@ type Reloader struct {
 	files      Files
 	checkEvery time.Duration
 
-	mu      sync.Mutex
-	cert    *tls.Certificate
-	pool    *x509.CertPool
-	mtimes  [3]time.Time
-	checked time.Time
-	err     error
+	mu       sync.Mutex
+	cert     *tls.Certificate
+	pool     *x509.CertPool
+	mtimes   [3]time.Time
+	checked  time.Time
+	err      error
+	failures uint64
+	log      *slog.Logger // nil: no log lines
+}
+
+// SetLogger makes the reloader log each change of outcome once: a rotation picked up, a reload
+// that failed (and why: the previous material keeps serving), and recovery after a failure.
+func (r *Reloader) SetLogger(l *slog.Logger) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.log = l
+}
+
+// State checks the files for a change first (as a handshake would), then reports the serving
+// certificate's expiry (zero without a certificate), how many reloads have failed, and the last
+// reload's error (nil when it succeeded).
+func (r *Reloader) State() (notAfter time.Time, failures uint64, err error) {
+	c, _ := r.current()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c != nil && c.Leaf != nil {
+		notAfter = c.Leaf.NotAfter
+	}
+	return notAfter, r.failures, r.err
 }
 
 // NewReloader loads the files once; it fails if they cannot be read or parsed.
@@ -103,10 +127,32 @@ func (r *Reloader) current() (*tls.Certificate, *x509.CertPool) {
 	if now := time.Now(); now.Sub(r.checked) >= r.checkEvery {
 		r.checked = now
 		if m := [3]time.Time{mtime(r.files.Cert), mtime(r.files.Key), mtime(r.files.CA)}; m != r.mtimes {
+			prev := r.err
 			r.err = r.load() // on error the previous material stays
+			r.noteReload(prev, m)
 		}
 	}
 	return r.cert, r.pool
+}
+
+// noteReload counts a failed reload and logs each change of outcome once. A failed reload does
+// not record the new modification times, so it is retried at every check until the files are
+// fixed; only the first failure of each kind is logged.
+func (r *Reloader) noteReload(prev error, m [3]time.Time) {
+	if r.err != nil {
+		r.failures++
+		if r.log != nil && (prev == nil || prev.Error() != r.err.Error()) {
+			r.log.Error("TLS reload failed: still serving the previous certificate", "err", r.err, "cert", r.files.Cert, "ca", r.files.CA)
+		}
+		return
+	}
+	if r.log != nil {
+		var notAfter time.Time
+		if r.cert != nil && r.cert.Leaf != nil {
+			notAfter = r.cert.Leaf.NotAfter
+		}
+		r.log.Info("TLS certificate and CA reloaded", "cert", r.files.Cert, "not_after", notAfter.UTC().Format(time.RFC3339), "after_failures", prev != nil)
+	}
 }
 
 // Err is the error of the last reload attempt (nil when it succeeded).

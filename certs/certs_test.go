@@ -1,9 +1,12 @@
 package certs
 
 import (
+	"bytes"
 	"crypto/tls"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -81,5 +84,48 @@ func TestFiles_CertAndKeyGoTogether(t *testing.T) {
 	}
 	if _, err := NewReloader(Files{CA: "/nonexistent/ca.pem"}); err == nil {
 		t.Fatalf("a missing CA file was accepted")
+	}
+}
+
+// A failed reload is counted every time it is retried but logged once per kind of failure, the
+// expiry of the certificate still serving is reported, and the recovery is logged.
+func TestReloader_FailedReloadLoggedOnceCountedAndExpiryReported(t *testing.T) {
+	a := mustPKI(t)
+	live := t.TempDir()
+	rotate(t, a, live)
+	r, err := NewReloader(Files{Cert: filepath.Join(live, "node.pem"), Key: filepath.Join(live, "node-key.pem"), CA: filepath.Join(live, "ca.pem")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	r.SetLogger(slog.New(slog.NewTextHandler(&logs, nil)))
+	r.checkEvery = time.Millisecond
+	notAfter, failures, err := r.State()
+	if err != nil || failures != 0 || time.Until(notAfter) <= 50*time.Minute || time.Until(notAfter) > time.Hour {
+		t.Fatalf("state %v %d %v; want the 1-hour certificate's expiry and no failure", notAfter, failures, err)
+	}
+	time.Sleep(5 * time.Millisecond)
+	if err := os.WriteFile(filepath.Join(live, "node.pem"), []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		time.Sleep(3 * time.Millisecond)
+		presented(t, r)
+	}
+	na2, failures, err := r.State()
+	if err == nil || failures < 2 || !na2.Equal(notAfter) {
+		t.Fatalf("after a broken rotation: %v %d %v; want the old expiry, the error and every retry counted", na2, failures, err)
+	}
+	if n := strings.Count(logs.String(), "TLS reload failed"); n != 1 {
+		t.Fatalf("the failure was logged %d times, want once:\n%s", n, logs.String())
+	}
+	time.Sleep(5 * time.Millisecond)
+	rotate(t, mustPKI(t), live)
+	time.Sleep(5 * time.Millisecond)
+	if _, _, err := r.State(); err != nil {
+		t.Fatalf("after a good rotation: %v", err)
+	}
+	if !strings.Contains(logs.String(), "TLS certificate and CA reloaded") {
+		t.Fatalf("the recovery was not logged:\n%s", logs.String())
 	}
 }

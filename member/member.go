@@ -117,6 +117,10 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 		return nil, err
 	}
 	metrics := server.NewMetrics(n)
+	if cfg.TLS != nil {
+		cfg.TLS.SetLogger(cfg.Logger)
+		metrics.WatchTLS(cfg.TLS)
+	}
 	unary := []grpc.UnaryServerInterceptor{metrics.Interceptor()}
 	var stream []grpc.StreamServerInterceptor
 	if cfg.Auth.Enabled() {
@@ -132,7 +136,7 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 			limits = append(limits, server.LimitDecl{LimitSpec: l, Enforce: true})
 		}
 	}
-	sopts := server.Options{Join: cfg.Join, Limits: limits, Logger: cfg.Logger}
+	sopts := server.Options{Join: cfg.Join, Limits: limits, Logger: cfg.Logger, TLS: cfg.TLS}
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS.ServerConfig(cfg.ClientAuth))))
 		// Members reach each other's gRPC port (forwarding, joining) with their own certificate.

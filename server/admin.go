@@ -256,6 +256,15 @@ func (s *Server) Status(ctx context.Context, req *limiterpb.StatusRequest) (*lim
 		LeaderCommitIndex: st.LeaderCommitIndex, NotServing: st.NotServing, LogWriteFailures: st.LogWriteFailures,
 		ExactlyOnceWindowNanos: int64(st.FSM.DedupSpan),
 	}
+	if s.tls != nil {
+		notAfter, _, err := s.tls.State()
+		if !notAfter.IsZero() {
+			resp.TlsCertExpiresUnixNanos = notAfter.UnixNano()
+		}
+		if err != nil {
+			resp.TlsReloadError = err.Error()
+		}
+	}
 	if req.GetIncludeStateHash() {
 		h, err := s.node.FSM().StateHash()
 		if err != nil {

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/limiterd/limiter/api/limiterpb"
+	"github.com/limiterd/limiter/certs"
 	"github.com/limiterd/limiter/internal/version"
 	"github.com/limiterd/limiter/node"
 )
@@ -76,6 +77,38 @@ func NewMetrics(n *node.Node) *Metrics {
 	m.decided = newDecisions(reg)
 	n.SetObserver(m)
 	return m
+}
+
+// WatchTLS exports the state of the TLS material r serves: its certificate's expiry, and reloads
+// that failed (a broken rotation keeps the old certificate serving, silently but for these and one
+// log line). Each scrape also checks the files for a rotation.
+func (m *Metrics) WatchTLS(r *certs.Reloader) { m.reg.MustRegister(&tlsCollector{r: r}) }
+
+type tlsCollector struct{ r *certs.Reloader }
+
+var (
+	descTLSExpiry   = prometheus.NewDesc("limiterd_tls_cert_expiry_timestamp_seconds", "When the certificate this member serves expires (Unix time); alert well before it.", nil, nil)
+	descTLSFailures = prometheus.NewDesc("limiterd_tls_reload_failures_total", "Reloads of the TLS files that failed (the previous certificate kept serving).", nil, nil)
+	descTLSOK       = prometheus.NewDesc("limiterd_tls_reload_ok", "1 when the last reload of the TLS files succeeded (or none was needed), 0 while a broken rotation is in place.", nil, nil)
+)
+
+func (c *tlsCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descTLSExpiry
+	ch <- descTLSFailures
+	ch <- descTLSOK
+}
+
+func (c *tlsCollector) Collect(ch chan<- prometheus.Metric) {
+	notAfter, failures, err := c.r.State()
+	if !notAfter.IsZero() {
+		ch <- prometheus.MustNewConstMetric(descTLSExpiry, prometheus.GaugeValue, float64(notAfter.Unix()))
+	}
+	ok := 1.0
+	if err != nil {
+		ok = 0
+	}
+	ch <- prometheus.MustNewConstMetric(descTLSFailures, prometheus.CounterValue, float64(failures))
+	ch <- prometheus.MustNewConstMetric(descTLSOK, prometheus.GaugeValue, ok)
 }
 
 // Decisions are the decision counters; the Envoy service reports its decisions to them.

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/limiterd/limiter/api/limiterpb"
+	"github.com/limiterd/limiter/certs"
 	"github.com/limiterd/limiter/bucket"
 	"github.com/limiterd/limiter/fsm"
 	"github.com/limiterd/limiter/node"
@@ -37,6 +38,7 @@ type Server struct {
 
 	node   *node.Node
 	log    *slog.Logger
+	tls    *certs.Reloader // reported in Status; nil without TLS
 	health *health.Server
 	join   []string // API addresses to ask for membership when this node has none
 	limits []LimitDecl
@@ -61,6 +63,8 @@ type Options struct {
 	// DialOptions are used to reach other members (plaintext when empty).
 	DialOptions []grpc.DialOption
 	Logger      *slog.Logger
+	// TLS is the material the member serves, reported in Status (nil without TLS).
+	TLS *certs.Reloader
 }
 
 // LimitDecl is a limit to create if it does not exist.
@@ -83,7 +87,7 @@ func New(n *node.Node, opts Options) *Server {
 	}
 	s := &Server{
 		dial: append(append([]grpc.DialOption{}, opts.DialOptions...), grpc.WithChainUnaryInterceptor(relayLeader)),
-		node: n, log: opts.Logger.With("node", n.ID()), health: health.NewServer(),
+		node: n, log: opts.Logger.With("node", n.ID()), tls: opts.TLS, health: health.NewServer(),
 		join: opts.Join, limits: opts.Limits, conns: map[string]*grpc.ClientConn{}, stop: make(chan struct{}),
 	}
 	return s

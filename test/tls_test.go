@@ -48,6 +48,19 @@ func TestTLS_ClusterOverTLSWithMutualTLSBetweenMembers(t *testing.T) {
 	if r := mustTake(t, cl, "secure", "k", 1, ""); !r.Allowed || r.Remaining != 2 {
 		t.Fatalf("take over TLS: %+v", r.Decision)
 	}
+	// Each member reports the expiry of the certificate it serves (the test PKI's: within a day),
+	// in Status and as a metric, and that no reload has failed.
+	st, err := cl.Status(ctxT(t, 10*time.Second), c.members[c.follower()].apiAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exp := time.Unix(0, st.GetTlsCertExpiresUnixNanos()); time.Until(exp) <= 0 || time.Until(exp) > 48*time.Hour || st.GetTlsReloadError() != "" {
+		t.Fatalf("status: certificate expires %v, reload error %q", exp, st.GetTlsReloadError())
+	}
+	m := scrape(t, c.members[0].metrics)
+	if m[`limiterd_tls_cert_expiry_timestamp_seconds`] < float64(time.Now().Unix()) || m[`limiterd_tls_reload_ok`] != 1 {
+		t.Fatalf("TLS metrics: expiry %v, reload ok %v", m[`limiterd_tls_cert_expiry_timestamp_seconds`], m[`limiterd_tls_reload_ok`])
+	}
 
 	// A plaintext client fails, and says why.
 	plain, err := client.New([]string{c.members[0].apiAddr}, client.Options{RetryFor: time.Second, AttemptTimeout: 500 * time.Millisecond})

@@ -1736,9 +1736,14 @@ type StatusResponse struct {
 	// window, or less while the table is full. Clients retry a request for less than this.
 	ExactlyOnceWindowNanos int64 `protobuf:"varint,24,opt,name=exactly_once_window_nanos,json=exactlyOnceWindowNanos,proto3" json:"exactly_once_window_nanos,omitempty"`
 	// The binary this member runs: its module version and VCS revision, e.g. "(devel)+3f2a9c1d0b4e".
-	Version       string `protobuf:"bytes,25,opt,name=version,proto3" json:"version,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Version string `protobuf:"bytes,25,opt,name=version,proto3" json:"version,omitempty"`
+	// When the TLS certificate this member serves expires (Unix nanoseconds); 0 without TLS.
+	TlsCertExpiresUnixNanos int64 `protobuf:"varint,26,opt,name=tls_cert_expires_unix_nanos,json=tlsCertExpiresUnixNanos,proto3" json:"tls_cert_expires_unix_nanos,omitempty"`
+	// Why the last reload of the TLS files failed (the previous certificate keeps serving); empty
+	// when it succeeded or none was needed.
+	TlsReloadError string `protobuf:"bytes,27,opt,name=tls_reload_error,json=tlsReloadError,proto3" json:"tls_reload_error,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -1942,6 +1947,20 @@ func (x *StatusResponse) GetExactlyOnceWindowNanos() int64 {
 func (x *StatusResponse) GetVersion() string {
 	if x != nil {
 		return x.Version
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetTlsCertExpiresUnixNanos() int64 {
+	if x != nil {
+		return x.TlsCertExpiresUnixNanos
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetTlsReloadError() string {
+	if x != nil {
+		return x.TlsReloadError
 	}
 	return ""
 }
@@ -2194,7 +2213,7 @@ const file_limiter_proto_rawDesc = "" +
 	"\x1aTransferLeadershipResponse\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\"=\n" +
 	"\rStatusRequest\x12,\n" +
-	"\x12include_state_hash\x18\x01 \x01(\bR\x10includeStateHash\"\x85\a\n" +
+	"\x12include_state_hash\x18\x01 \x01(\bR\x10includeStateHash\"\xed\a\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x12\n" +
@@ -2228,7 +2247,9 @@ const file_limiter_proto_rawDesc = "" +
 	"notServing\x12,\n" +
 	"\x12log_write_failures\x18\x17 \x01(\x04R\x10logWriteFailures\x129\n" +
 	"\x19exactly_once_window_nanos\x18\x18 \x01(\x03R\x16exactlyOnceWindowNanos\x12\x18\n" +
-	"\aversion\x18\x19 \x01(\tR\aversion\"\x15\n" +
+	"\aversion\x18\x19 \x01(\tR\aversion\x12<\n" +
+	"\x1btls_cert_expires_unix_nanos\x18\x1a \x01(\x03R\x17tlsCertExpiresUnixNanos\x12(\n" +
+	"\x10tls_reload_error\x18\x1b \x01(\tR\x0etlsReloadError\"\x15\n" +
 	"\x13SaveSnapshotRequest\"#\n" +
 	"\rSnapshotChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\"a\n" +

@@ -526,6 +526,27 @@ func TestCompletion_ScriptsForEveryShell(t *testing.T) {
 	}
 }
 
+// status warns about a certificate that expires within 14 days, an expired one, and a broken
+// rotation; a certificate with longer to live is not mentioned.
+func TestStatus_TLSWarnings(t *testing.T) {
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	nodes := []nodeStatus{
+		{Reachable: true, NodeID: "n1", TLSCertExpires: now.Add(9*24*time.Hour + 4*time.Hour).Format(time.RFC3339)},
+		{Reachable: true, NodeID: "n2", TLSCertExpires: now.Add(90 * 24 * time.Hour).Format(time.RFC3339), TLSReloadError: "tls: load certificate x: bad PEM"},
+		{Reachable: true, NodeID: "n3", TLSCertExpires: now.Add(-time.Hour).Format(time.RFC3339)},
+		{Reachable: true, NodeID: "n4"}, // plaintext
+	}
+	got := strings.Join(tlsWarnings(nodes, now), "\n")
+	for _, want := range []string{"n1: its certificate expires in 9d4h", "n2: reloading its TLS files failed", "n3: its certificate EXPIRED"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("warnings %q do not say %q", got, want)
+		}
+	}
+	if strings.Contains(got, "n2: its certificate") || strings.Contains(got, "n4") {
+		t.Errorf("warnings %q mention a certificate with months to live or a plaintext node", got)
+	}
+}
+
 func TestVersionsText(t *testing.T) {
 	n := func(id, v string) nodeStatus { return nodeStatus{NodeID: id, Reachable: true, Version: v} }
 	if got := versionsText([]nodeStatus{n("n1", "v1"), n("n2", "v1"), {Address: "x"}}); got != "version: v1 (every node)" {

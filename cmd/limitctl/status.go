@@ -104,6 +104,10 @@ type nodeStatus struct {
 	APIAddress       string  `json:"api_address"`
 	NotServing       string  `json:"not_serving,omitempty"` // why the node is not SERVING
 	Version          string  `json:"version,omitempty"`     // the binary the node runs
+	// TLSCertExpires is when the certificate the node serves expires (RFC 3339); TLSReloadError
+	// why its last reload of the TLS files failed (the old certificate keeps serving).
+	TLSCertExpires string `json:"tls_cert_expires,omitempty"`
+	TLSReloadError string `json:"tls_reload_error,omitempty"`
 	// ExactlyOnceWindow is how long a request recorded now stays recorded (retries must land
 	// within it): the configured window, or less while the table is full.
 	ExactlyOnceWindow string `json:"exactly_once_window,omitempty"`
@@ -124,6 +128,43 @@ func (r statusReport) answered() bool {
 		}
 	}
 	return false
+}
+
+// certWarnBefore is how long before its certificate expires status starts warning about a node.
+const certWarnBefore = 14 * 24 * time.Hour
+
+// timeNow is the clock tlsWarnings compares expiries with (tests set it).
+var timeNow = time.Now
+
+// tlsWarnings lists the nodes whose certificate expires within certWarnBefore (or has expired) and
+// those whose last reload of the TLS files failed.
+func tlsWarnings(nodes []nodeStatus, now time.Time) []string {
+	var out []string
+	for _, n := range nodes {
+		if !n.Reachable {
+			continue
+		}
+		if exp, err := time.Parse(time.RFC3339, n.TLSCertExpires); err == nil {
+			switch left := exp.Sub(now); {
+			case left <= 0:
+				out = append(out, fmt.Sprintf("%s: its certificate EXPIRED at %s", n.NodeID, n.TLSCertExpires))
+			case left < certWarnBefore:
+				out = append(out, fmt.Sprintf("%s: its certificate expires in %s (%s)", n.NodeID, humanDays(left), n.TLSCertExpires))
+			}
+		}
+		if n.TLSReloadError != "" {
+			out = append(out, fmt.Sprintf("%s: reloading its TLS files failed, the previous certificate still serves: %s", n.NodeID, n.TLSReloadError))
+		}
+	}
+	return out
+}
+
+// humanDays writes a duration of days as "9d4h", shorter ones as Go does.
+func humanDays(d time.Duration) string {
+	if d < 24*time.Hour {
+		return d.Round(time.Minute).String()
+	}
+	return fmt.Sprintf("%dd%dh", int(d/(24*time.Hour)), int(d%(24*time.Hour)/time.Hour))
 }
 
 // leaderError is nil when a node that answered says it leads, and otherwise says so with what
@@ -174,7 +215,10 @@ func buildStatusReport(addrs []string, resps []*limiterpb.StatusResponse, errs [
 			CommitIndex: r.GetCommitIndex(), AppliedIndex: r.GetAppliedIndex(), LastLogIndex: r.GetLastLogIndex(),
 			Limits: r.GetLimits(), Buckets: r.GetBuckets(), RequestIDs: r.GetRequestIds(),
 			RaftAddress: r.GetRaftAddress(), APIAddress: r.GetApiAddress(), NotServing: r.GetNotServing(),
-			Version: r.GetVersion(),
+			Version: r.GetVersion(), TLSReloadError: r.GetTlsReloadError(),
+		}
+		if e := r.GetTlsCertExpiresUnixNanos(); e > 0 {
+			n.TLSCertExpires = time.Unix(0, e).UTC().Format(time.RFC3339)
 		}
 		if w := r.GetExactlyOnceWindowNanos(); w > 0 {
 			n.ExactlyOnceWindow = time.Duration(w).String()
@@ -260,6 +304,9 @@ func writeStatusText(w io.Writer, rep statusReport) error {
 	}
 	if v := versionsText(rep.Nodes); v != "" {
 		fmt.Fprintf(w, "\n%s\n", v)
+	}
+	if warn := tlsWarnings(rep.Nodes, timeNow()); len(warn) > 0 {
+		fmt.Fprintf(w, "\nTLS:\n  %s\n", strings.Join(warn, "\n  "))
 	}
 	if !rep.answered() {
 		return nil
