@@ -18,8 +18,8 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/limiterd/limiter/api/limiterpb"
-	"github.com/limiterd/limiter/certs"
 	"github.com/limiterd/limiter/bucket"
+	"github.com/limiterd/limiter/certs"
 	"github.com/limiterd/limiter/fsm"
 	"github.com/limiterd/limiter/node"
 )
