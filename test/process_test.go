@@ -288,3 +288,38 @@ func peekRemaining(t *testing.T, bin string, env []string) int64 {
 	}
 	return d.Remaining
 }
+
+// limiterd dev takes the same --config (flags and declared limits) and --envoy-config files as a
+// member: the declared limit and the Envoy rules' limits exist once it is up.
+func TestProcesses_DevClusterWithConfigAndEnvoyConfig(t *testing.T) {
+	bin := mustBuild(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "dev.yaml")
+	if err := os.WriteFile(cfg, []byte("log-level: warn\nlimits:\n  - {name: checkout, rate: 5, per: 1d}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	envoyCfg := filepath.Join(dir, "edge.yaml")
+	if err := os.WriteFile(envoyCfg, []byte("domain: edge\ndescriptors:\n  - key: remote_address\n    rate_limit: {unit: minute, requests_per_unit: 3}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base, env := devPorts(t)
+	startProc(t, filepath.Join(bin, "limiterd"), "dev", "--data-dir", filepath.Join(dir, "data"), "--port-base", fmt.Sprint(base),
+		"--config", cfg, "--envoy-config", envoyCfg)
+	// The leader creates declared limits once it leads: wait for them.
+	var out string
+	waitFor(t, 30*time.Second, "the declared and the Envoy limits", func() bool {
+		out = waitCtl(t, bin, env, 30*time.Second, "limit", "list", "-o", "json")
+		var lis []struct {
+			Name string `json:"name"`
+		}
+		if err := json.Unmarshal([]byte(out), &lis); err != nil {
+			t.Fatalf("limit list -o json: %v\n%s", err, out)
+		}
+		var checkout, edge bool
+		for _, l := range lis {
+			checkout = checkout || l.Name == "checkout"
+			edge = edge || strings.HasPrefix(l.Name, "envoy/edge")
+		}
+		return checkout && edge
+	})
+}

@@ -14,8 +14,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/limiterd/limiter/envoyrls"
+	"github.com/limiterd/limiter/internal/cli"
 	"github.com/limiterd/limiter/member"
 	"github.com/limiterd/limiter/node"
+	"github.com/limiterd/limiter/server"
 )
 
 // Dev-cluster addresses, as offsets from --port-base (default 7400): limitctl's default --addr is
@@ -49,19 +52,42 @@ same state. Plaintext and loopback only: never expose it.`,
 			if err := logStoreConfig(f, &node.Config{}); err != nil {
 				return err
 			}
-			return runDev(cmd.Context(), f, dataDir, base, stdout, stderr)
+			var limits []server.LimitDecl
+			if f.configFile != "" {
+				var err error
+				if limits, err = loadConfig(f.configFile, cmd.Flags()); err != nil {
+					return err
+				}
+			}
+			var envoy *envoyrls.Config
+			if f.envoyConfig != "" {
+				var err error
+				if envoy, err = envoyrls.LoadConfig(cli.SplitList(f.envoyConfig)...); err != nil {
+					return err
+				}
+			}
+			return runDev(cmd.Context(), f, devExtras{limits: limits, envoy: envoy}, dataDir, base, stdout, stderr)
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "keep the cluster's data here (default: a temporary folder removed on exit)")
 	cmd.Flags().IntVar(&base, "port-base", devPortBase, "move every port: gRPC on base+1..3, Raft on base+11..13, metrics on base+2001..2003 (to run beside another dev cluster or the compose file)")
 	addTuningFlags(cmd.Flags(), &f)
 	cmd.Flags().BoolVar(&f.pprof, "pprof", false, fmt.Sprintf("serve Go's profiler at http://127.0.0.1:%d/debug/pprof/ (the whole process: all three members; base+2001)", devPortBase+devMetricsOffset))
+	cmd.Flags().StringVar(&f.configFile, "config", "", "YAML file with dev's flag values (keys are the flag names) and `limits` to create, as limiterd --config")
+	cmd.Flags().StringVar(&f.envoyConfig, "envoy-config", "", "serve Envoy's rate limit service on every member with these envoyproxy/ratelimit YAML files: FILE,...")
+	cmd.Flags().BoolVar(&f.envoyHeaders, "envoy-headers", false, "add X-RateLimit-* headers to Envoy rate limit responses")
 	addLogStoreFlag(cmd.Flags(), &f)
 	addLogFlags(cmd.Flags(), &f)
 	return cmd
 }
 
-func runDev(ctx context.Context, f nodeFlags, dataDir string, base int, stdout, stderr io.Writer) error {
+// devExtras are what --config and --envoy-config give every member of a dev cluster.
+type devExtras struct {
+	limits []server.LimitDecl
+	envoy  *envoyrls.Config
+}
+
+func runDev(ctx context.Context, f nodeFlags, x devExtras, dataDir string, base int, stdout, stderr io.Writer) error {
 	log, err := newLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {
 		return err
@@ -95,7 +121,8 @@ func runDev(ctx context.Context, f nodeFlags, dataDir string, base int, stdout, 
 		go func() {
 			defer wg.Done()
 			ins[i], errs[i] = member.Start(ctx, member.Config{Node: cfg, APIListen: fmt.Sprintf("127.0.0.1:%d", base+devAPIOffset+i),
-				MetricsAddr: fmt.Sprintf("127.0.0.1:%d", base+devMetricsOffset+i), Pprof: f.pprof && i == 0, Logger: log})
+				MetricsAddr: fmt.Sprintf("127.0.0.1:%d", base+devMetricsOffset+i), Pprof: f.pprof && i == 0, Logger: log,
+				Limits: x.limits, Envoy: x.envoy, EnvoyHeaders: f.envoyHeaders})
 		}()
 	}
 	wg.Wait()
