@@ -516,6 +516,23 @@ func TestTakeMany_ItemsCostsAndExitStatusAgainstFakeNode(t *testing.T) {
 	}
 }
 
+// status --watch reports again every interval until the command's context ends (Ctrl-C), and a
+// round without a leader is reported on stderr without ending the watch.
+func TestStatus_WatchRepeatsUntilCancelled(t *testing.T) {
+	addr := mustServeFake(t) // it has no Status: every round finds no node answering
+	ctx, cancel := context.WithTimeout(context.Background(), 1200*time.Millisecond)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	code := run(ctx, []string{"--addr", addr, "--timeout", "300ms", "status", "--watch", "200ms", "-o", "json"}, &stdout, &stderr)
+	rounds := strings.Count(stdout.String(), `"nodes"`)
+	if code != 0 || rounds < 3 || !strings.Contains(stderr.String(), "no node answered") {
+		t.Fatalf("exit %d after %d rounds; stderr %q", code, rounds, stderr.String())
+	}
+	if code, _, stderr := runCLI(t, "--addr", addr, "status", "--watch", "10ms"); code != 1 || !strings.Contains(stderr, "--watch") {
+		t.Fatalf("--watch 10ms: exit %d, %q", code, stderr)
+	}
+}
+
 // Shell completion scripts come from the CLI itself.
 func TestCompletion_ScriptsForEveryShell(t *testing.T) {
 	for _, sh := range []string{"bash", "zsh", "fish", "powershell"} {

@@ -25,7 +25,8 @@ const (
 
 // statusCmd builds `status`.
 func (a *app) statusCmd() *cobra.Command {
-	return &cobra.Command{
+	var watch time.Duration
+	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show every node's own view of the cluster, and the limits",
 		Long: `Ask every node in --addr, concurrently, for its own view of the cluster and print one row
@@ -37,33 +38,63 @@ shown as unreachable. The limits are listed under the table when a leader can be
 With -o json: {"nodes": [...], "limits": [...]} (plus "limits_error" when the limits could not
 be listed); unreachable nodes have "reachable": false and an "error".
 
+With --watch D: again every D until Ctrl-C (the screen redrawn in text, one JSON object per
+line with -o json); a round that finds no leader prints why on stderr and the watch goes on.
+
 Exit status:
-  0  a node answered that it is the leader
+  0  a node answered that it is the leader (with --watch: stopped by Ctrl-C)
   1  no leader (the error says what each node reports), no node answered, or bad flags or
      arguments`,
 		Args: exactArgs(),
-		RunE: a.run(func(ctx context.Context, c *client.Client, _ []string) error {
-			addrs := c.Addrs()
-			resps, errs := fetchStatuses(ctx, c, addrs)
-			rep := buildStatusReport(addrs, resps, errs)
-			if rep.answered() {
-				lctx, cancel := context.WithTimeout(ctx, statusLimitsTimeout)
-				lis, err := c.ListLimits(lctx)
-				cancel()
-				rep.Limits = limitsJSONOf(lis)
-				if err != nil {
-					rep.LimitsError = errorMessage(err)
-				}
-			}
-			if err := a.emit(rep, func(w io.Writer) error { return writeStatusText(w, rep) }); err != nil {
-				return err
-			}
-			if !rep.answered() {
-				return fmt.Errorf("no node answered (tried %s)", strings.Join(addrs, ", "))
-			}
-			return rep.leaderError()
-		}),
 	}
+	once := func(ctx context.Context, c *client.Client) error {
+		addrs := c.Addrs()
+		resps, errs := fetchStatuses(ctx, c, addrs)
+		rep := buildStatusReport(addrs, resps, errs)
+		if rep.answered() {
+			lctx, cancel := context.WithTimeout(ctx, statusLimitsTimeout)
+			lis, err := c.ListLimits(lctx)
+			cancel()
+			rep.Limits = limitsJSONOf(lis)
+			if err != nil {
+				rep.LimitsError = errorMessage(err)
+			}
+		}
+		if err := a.emit(rep, func(w io.Writer) error { return writeStatusText(w, rep) }); err != nil {
+			return err
+		}
+		if !rep.answered() {
+			return fmt.Errorf("no node answered (tried %s)", strings.Join(addrs, ", "))
+		}
+		return rep.leaderError()
+	}
+	cmd.RunE = a.run(func(ctx context.Context, c *client.Client, _ []string) error {
+		if watch <= 0 {
+			return once(ctx, c)
+		}
+		if watch < 100*time.Millisecond {
+			return usagef("invalid --watch %s: at least 100ms", watch)
+		}
+		// Each round gets --timeout; the watch itself runs until the command's context ends.
+		for {
+			if a.output == "text" {
+				fmt.Fprintf(a.stdout, "\033[H\033[2J%s, every %s (Ctrl-C stops)\n\n", time.Now().Format(time.TimeOnly), watch)
+			}
+			rctx, cancel := context.WithTimeout(cmd.Context(), a.timeout)
+			err := once(rctx, c)
+			cancel()
+			if err != nil && cmd.Context().Err() == nil {
+				fmt.Fprintf(a.stderr, "limitctl: %s\n", errorMessage(err))
+			}
+			select {
+			case <-cmd.Context().Done():
+				return nil
+			case <-time.After(watch):
+			}
+		}
+	})
+	cmd.Flags().DurationVar(&watch, "watch", 0, "show the status again every interval until Ctrl-C, e.g. 2s")
+	return cmd
 }
 
 // fetchStatuses asks every node in addrs for its status concurrently, each call bounded by
