@@ -107,8 +107,14 @@ func (c *Client) Members(ctx context.Context) ([]*limiterpb.Member, error) {
 
 // AddVoter adds a voting member (idempotent).
 func (c *Client) AddVoter(ctx context.Context, id, raftAddr, apiAddr string) error {
+	return c.AddMember(ctx, id, raftAddr, apiAddr, false)
+}
+
+// AddMember is AddVoter with force: add the member even if nothing answers as it at raftAddr
+// (without force the leader refuses such a member with FailedPrecondition).
+func (c *Client) AddMember(ctx context.Context, id, raftAddr, apiAddr string, force bool) error {
 	_, err := admin(ctx, c, func(ctx context.Context, a limiterpb.AdminClient, o ...grpc.CallOption) (*limiterpb.AddVoterResponse, error) {
-		return a.AddVoter(ctx, &limiterpb.AddVoterRequest{Id: id, RaftAddress: raftAddr, ApiAddress: apiAddr}, o...)
+		return a.AddVoter(ctx, &limiterpb.AddVoterRequest{Id: id, RaftAddress: raftAddr, ApiAddress: apiAddr, Force: force}, o...)
 	})
 	return err
 }

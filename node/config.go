@@ -29,6 +29,8 @@ var (
 	ErrShutdown = errors.New("node is shut down")
 	// ErrUnknownMember: a membership call names a server that is not in the configuration.
 	ErrUnknownMember = errors.New("unknown member")
+	// ErrUnreachableMember: a member to be added does not answer as itself at its Raft address.
+	ErrUnreachableMember = errors.New("the member to add does not answer")
 	// ErrAddressInUse: a member is to be added at a Raft address another member holds.
 	ErrAddressInUse = errors.New("raft address held by another member")
 	// ErrStorage: this node could not write its Raft log (a full disk, an I/O error); the command

@@ -80,6 +80,33 @@ func (n *Node) AddVoter(ctx context.Context, id, raftAddr, apiAddr string) error
 	return nil
 }
 
+// IsMember reports whether id is a member at raftAddr in the configuration as this node knows it.
+func (n *Node) IsMember(id, raftAddr string) bool {
+	for _, s := range n.raft.GetConfiguration().Configuration().Servers {
+		if s.ID == raft.ServerID(id) && s.Address == raft.ServerAddress(raftAddr) {
+			return true
+		}
+	}
+	return false
+}
+
+// ProbeMember asks whoever answers at raftAddr (on the Raft port) who it is, and reports an error
+// unless it is the member id and shares this cluster's state machine parameters: adding a
+// member that is not running makes a voter that cannot vote.
+func (n *Node) ProbeMember(id, raftAddr string) error {
+	resp, err := n.mux.ask(n.dialAddr(id, raftAddr), probeRequest{Op: "hello", From: n.name}, probeTimeout)
+	if err != nil {
+		return fmt.Errorf("%w: nothing answers as %s at %s (%v): start it first (a voter that is not running raises the quorum and cannot vote), or add it anyway with force", ErrUnreachableMember, id, raftAddr, err)
+	}
+	if MemberName(resp.Name) != MemberName(id) {
+		return fmt.Errorf("%w: the node at %s is %q, not %q", ErrUnreachableMember, raftAddr, resp.Name, id)
+	}
+	if resp.FSM != n.fsmPrint {
+		return fmt.Errorf("%w: %s runs with other state machine parameters (every member needs the same --dedup-memory)", ErrUnreachableMember, id)
+	}
+	return nil
+}
+
 // RemoveServer removes a member. Leader only; to remove the leader itself, transfer leadership
 // first (the server layer does this) so the cluster does not wait out an election timeout.
 func (n *Node) RemoveServer(ctx context.Context, id string) error {

@@ -182,6 +182,13 @@ func (s *Server) AddVoter(ctx context.Context, req *limiterpb.AddVoterRequest) (
 		return nil, invalidArg("id and raft_address are required")
 	}
 	return onLeader(s, ctx, req, adminRPC(limiterpb.AdminClient.AddVoter), func(ctx context.Context) (*limiterpb.AddVoterResponse, error) {
+		if !req.GetForce() && !s.node.IsMember(req.GetId(), req.GetRaftAddress()) {
+			// A joining node calls this itself, so it answers; an operator's typo or a node not
+			// started yet does not, and must not become a voter that cannot vote.
+			if err := s.node.ProbeMember(req.GetId(), req.GetRaftAddress()); err != nil {
+				return nil, err
+			}
+		}
 		return &limiterpb.AddVoterResponse{}, s.node.AddVoter(ctx, req.GetId(), req.GetRaftAddress(), req.GetApiAddress())
 	})
 }

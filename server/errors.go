@@ -45,7 +45,7 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 		code = codes.InvalidArgument
 	case errors.Is(err, fsm.ErrRequestIDReused):
 		code = codes.AlreadyExists
-	case errors.Is(err, node.ErrAddressInUse):
+	case errors.Is(err, node.ErrAddressInUse), errors.Is(err, node.ErrUnreachableMember):
 		code = codes.FailedPrecondition
 	case errors.Is(err, fsm.ErrTooManyLimits):
 		code = codes.ResourceExhausted

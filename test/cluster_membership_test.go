@@ -1,10 +1,13 @@
 package test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/limiterd/limiter/api/limiterpb"
@@ -158,5 +161,29 @@ func TestCluster_HaltedLeaderHandsLeadershipOverAndServesNothing(t *testing.T) {
 	}
 	if _, _, err := cl.Peek(ctxT(t, 3*time.Second), "h", "k", 1, true); err == nil {
 		t.Fatal("a stale read was answered from a halted state machine")
+	}
+}
+
+// Adding a member that does not answer at its Raft address is refused (it would be a voter that
+// cannot vote: 4 voters, quorum 3), the configuration is unchanged, and --force adds it anyway.
+func TestCluster_AddingAnUnreachableMemberIsRefusedUnlessForced(t *testing.T) {
+	c := mustStartCluster(t, 3)
+	cl := c.mustClient()
+	nowhere := freeAddrs(t, 1)[0] // nothing listens there
+	err := cl.AddVoter(ctxT(t, 10*time.Second), "n4", nowhere, "")
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "start it first") {
+		t.Fatalf("adding a member nothing answers for: %v, want FailedPrecondition saying to start it first", err)
+	}
+	if ms, err := cl.Members(ctxT(t, 5*time.Second)); err != nil || len(ms) != 3 {
+		t.Fatalf("members after a refused add: %v %v, want the 3 unchanged", ms, err)
+	}
+	if err := cl.AddMember(ctxT(t, 10*time.Second), "n4", nowhere, "", true); err != nil {
+		t.Fatalf("forced add: %v", err)
+	}
+	if ms, err := cl.Members(ctxT(t, 5*time.Second)); err != nil || len(ms) != 4 {
+		t.Fatalf("members after a forced add: %v %v, want 4", ms, err)
+	}
+	if err := cl.RemoveServer(ctxT(t, 10*time.Second), "n4"); err != nil {
+		t.Fatalf("remove the forced member: %v", err)
 	}
 }

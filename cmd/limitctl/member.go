@@ -48,18 +48,21 @@ which one leads, its last log index and how long ago the leader heard from it.
 // memberAddCmd builds `member add ID RAFT_ADDR [--api-addr ADDR]`.
 func (a *app) memberAddCmd() *cobra.Command {
 	var apiAddr string
+	var force bool
 	cmd := &cobra.Command{
 		Use:   "add ID RAFT_ADDR [--api-addr ADDR]",
 		Short: "Add a voting member",
 		Long: `Add the node ID, reachable for Raft at RAFT_ADDR, as a voting member (or change its address).
-Adding a member that is already there is harmless. --api-addr registers its gRPC address, so
+Adding a member that is already there is harmless. The leader first asks RAFT_ADDR who it is
+and refuses (FailedPrecondition) when nothing answers as ID there: a voter that is not running
+raises the quorum (4 voters need 3) without voting. --force adds it anyway. --api-addr registers its gRPC address, so
 other nodes can redirect clients to it.
 
 ` + exitStatusHelp,
 		Example: `  limitctl member add n4 127.0.0.1:7104 --api-addr 127.0.0.1:7404`,
 		Args:    exactArgs("ID", "RAFT_ADDR"),
 		RunE: a.run(func(ctx context.Context, c *client.Client, args []string) error {
-			if err := c.AddVoter(ctx, args[0], args[1], apiAddr); err != nil {
+			if err := c.AddMember(ctx, args[0], args[1], apiAddr, force); err != nil {
 				return err
 			}
 			out := memberAddedJSON{ID: args[0], RaftAddress: args[1], APIAddress: apiAddr, Added: true}
@@ -70,6 +73,7 @@ other nodes can redirect clients to it.
 		}),
 	}
 	cmd.Flags().StringVar(&apiAddr, "api-addr", "", "the member's gRPC API address")
+	cmd.Flags().BoolVar(&force, "force", false, "add it even if nothing answers as that member at RAFT_ADDR (it then counts in the quorum without voting until it runs)")
 	return cmd
 }
 
