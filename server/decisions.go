@@ -24,9 +24,34 @@ type Decisions struct {
 	byRule        *prometheus.CounterVec // Envoy rule, result
 	unknownDomain prometheus.Counter
 
-	mu     sync.Mutex
-	limits map[string]bool
-	rules  map[string]bool
+	limits labelSet
+	rules  labelSet
+}
+
+// labelSet is the label values a counter has given out: a lock-free lookup on the decision path,
+// a lock only to admit a new name.
+type labelSet struct {
+	seen sync.Map // string -> struct{}
+	mu   sync.Mutex
+	n    int
+}
+
+// bounded returns name while fewer than maxLabelValues names have been admitted, else otherLabel.
+func (l *labelSet) bounded(name string) string {
+	if _, ok := l.seen.Load(name); ok {
+		return name
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.seen.Load(name); ok {
+		return name
+	}
+	if l.n >= maxLabelValues {
+		return otherLabel
+	}
+	l.seen.Store(name, struct{}{})
+	l.n++
+	return name
 }
 
 func newDecisions(reg *prometheus.Registry) *Decisions {
@@ -47,25 +72,9 @@ func newDecisions(reg *prometheus.Registry) *Decisions {
 			Name: "limiterd_envoy_unknown_domain_total",
 			Help: "Envoy requests for a domain no configuration file defines (let through, as envoyproxy/ratelimit does).",
 		}),
-		limits: map[string]bool{},
-		rules:  map[string]bool{},
 	}
 	reg.MustRegister(d.bySource, d.byLimit, d.byRule, d.unknownDomain)
 	return d
-}
-
-// bounded returns name while fewer than maxLabelValues names have been seen, else otherLabel.
-func (d *Decisions) bounded(seen map[string]bool, name string) string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if seen[name] {
-		return name
-	}
-	if len(seen) >= maxLabelValues {
-		return otherLabel
-	}
-	seen[name] = true
-	return name
 }
 
 func result(allowed bool) string {
@@ -77,7 +86,7 @@ func result(allowed bool) string {
 
 func (d *Decisions) count(source, limit, res string) {
 	d.bySource.WithLabelValues(source, res).Inc()
-	d.byLimit.WithLabelValues(d.bounded(d.limits, limit), res).Inc()
+	d.byLimit.WithLabelValues(d.limits.bounded(limit), res).Inc()
 }
 
 // observeCall counts the decisions in a data-plane call's answer (Envoy's are counted by the
@@ -110,7 +119,7 @@ func (d *Decisions) observeCall(req, resp any) {
 // ObserveEnvoyDecision implements envoyrls.Observer.
 func (d *Decisions) ObserveEnvoyDecision(limit, rule, res string) {
 	d.count("envoy", limit, res)
-	d.byRule.WithLabelValues(d.bounded(d.rules, rule), res).Inc()
+	d.byRule.WithLabelValues(d.rules.bounded(rule), res).Inc()
 }
 
 // ObserveUnknownDomain implements envoyrls.Observer.
